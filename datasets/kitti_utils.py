@@ -74,18 +74,21 @@ def velo_to_cam_matrices(calib_dir, cam=2):
     return P_rect @ R_rect @ T, (int(height), int(width))
 
 
+LIDAR_CONVENTIONS = ("monodepth2", "monodepth2_train", "exact")
+
+
 def generate_depth_map(calib_dir, velo_path, cam=2, convention="monodepth2"):
     """Project a velodyne scan into camera ``cam`` and return an H x W depth map.
 
-    convention:
-      "monodepth2": the Eigen-split protocol used by every paper since Eigen et al.:
-          depth is the velodyne x coordinate (not camera z), pixel = round(p) - 1,
-          duplicates keep the nearest point. Keep it to compare with published numbers.
-      "exact": depth is the camera z of the point, pixel = round(p); duplicates keep
-          the nearest point. Use it for data whose pixel convention is 0-based.
+    convention (duplicates always keep the nearest point):
+      "monodepth2": the Eigen-split export used by every paper since Eigen et al.:
+          depth is the velodyne x coordinate (not camera z), pixel = round(p) - 1.
+          Keep it to compare with published numbers.
+      "monodepth2_train": camera z at pixel round(p) - 1, monodepth2's training depth_gt.
+      "exact": camera z at pixel round(p): the true depth at 0-based pixel centres.
     """
-    if convention not in ("monodepth2", "exact"):
-        raise ValueError(f"unknown lidar convention {convention!r}: use monodepth2 or exact")
+    if convention not in LIDAR_CONVENTIONS:
+        raise ValueError(f"unknown lidar convention {convention!r}: use one of {LIDAR_CONVENTIONS}")
     P, (height, width) = velo_to_cam_matrices(calib_dir, cam)
     velo = load_velodyne_points(velo_path)
     velo = velo[velo[:, 0] >= 0]  # points behind the scanner cannot be in the image
@@ -94,7 +97,7 @@ def generate_depth_map(calib_dir, velo_path, cam=2, convention="monodepth2"):
     keep = z > 1e-6
     velo, proj, z = velo[keep], proj[keep], z[keep]
     uv = proj[:, :2] / z[:, None]
-    shift = 1 if convention == "monodepth2" else 0
+    shift = 0 if convention == "exact" else 1
     u = np.round(uv[:, 0]).astype(np.int64) - shift
     v = np.round(uv[:, 1]).astype(np.int64) - shift
     depth = velo[:, 0] if convention == "monodepth2" else z

@@ -1,0 +1,187 @@
+"""Geometry and small layers: depth <-> disparity, poses, back-projection and projection,
+warping, SSIM, edge-aware smoothness and the depth metrics used during training.
+
+Conventions: images are B x 3 x H x W in [0, 1]; K and inv_K are B x 4 x 4 in pixels;
+T is B x 4 x 4 and maps points of the target camera into the source camera.
+"""
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROTATION_EPS = 1e-7  # keeps the axis finite for a zero rotation
+PROJECTION_EPS = 1e-7  # keeps the division by depth finite
+
+
+def disp_to_depth(disp, min_depth, max_depth):
+    """Sigmoid output -> (scaled disparity, depth): 1/depth = 1/max + (1/min - 1/max) disp."""
+    min_disp, max_disp = 1 / max_depth, 1 / min_depth
+    scaled_disp = min_disp + (max_disp - min_disp) * disp
+    return scaled_disp, 1 / scaled_disp
+
+
+def rot_from_axisangle(vec):
+    """Axis-angle B x 1 x 3 -> rotation B x 4 x 4 (Rodrigues)."""
+    angle = torch.norm(vec, 2, 2, True)
+    axis = vec / (angle + ROTATION_EPS)
+    ca, sa = torch.cos(angle), torch.sin(angle)
+    C = 1 - ca
+    x, y, z = axis[..., 0:1], axis[..., 1:2], axis[..., 2:3]
+    xs, ys, zs = x * sa, y * sa, z * sa
+    xC, yC, zC = x * C, y * C, z * C
+    xyC, yzC, zxC = x * yC, y * zC, z * xC
+    rot = torch.zeros((vec.shape[0], 4, 4), device=vec.device, dtype=vec.dtype)
+    rot[:, 0, 0] = torch.squeeze(x * xC + ca)
+    rot[:, 0, 1] = torch.squeeze(xyC - zs)
+    rot[:, 0, 2] = torch.squeeze(zxC + ys)
+    rot[:, 1, 0] = torch.squeeze(xyC + zs)
+    rot[:, 1, 1] = torch.squeeze(y * yC + ca)
+    rot[:, 1, 2] = torch.squeeze(yzC - xs)
+    rot[:, 2, 0] = torch.squeeze(zxC - ys)
+    rot[:, 2, 1] = torch.squeeze(yzC + xs)
+    rot[:, 2, 2] = torch.squeeze(z * zC + ca)
+    rot[:, 3, 3] = 1
+    return rot
+
+
+def get_translation_matrix(translation):
+    """Translation B x 1 x 3 (or B x 3) -> B x 4 x 4."""
+    T = torch.eye(4, device=translation.device, dtype=translation.dtype).repeat(translation.shape[0], 1, 1)
+    T[:, :3, 3] = translation.contiguous().view(-1, 3)
+    return T
+
+
+def transformation_from_parameters(axisangle, translation, invert=False):
+    """Pose network output -> 4 x 4: M = T(t) R (x' = R x + t); inverted: R^T T(-t)."""
+    R = rot_from_axisangle(axisangle)
+    t = translation.clone()
+    if invert:
+        R = R.transpose(1, 2)
+        t = t * -1
+    T = get_translation_matrix(t)
+    return torch.matmul(R, T) if invert else torch.matmul(T, R)
+
+
+class BackprojectDepth(nn.Module):
+    """Depth B x 1 x H x W and inv_K -> homogeneous camera points B x 4 x HW."""
+
+    def __init__(self, batch_size, height, width):
+        super().__init__()
+        self.batch_size, self.height, self.width = batch_size, height, width
+        v, u = torch.meshgrid(torch.arange(height, dtype=torch.float32),
+                              torch.arange(width, dtype=torch.float32), indexing="ij")
+        pix = torch.stack([u.reshape(-1), v.reshape(-1), torch.ones(height * width)], 0)
+        self.register_buffer("pix_coords", pix.unsqueeze(0), persistent=False)
+        self.register_buffer("ones", torch.ones(1, 1, height * width), persistent=False)
+
+    def forward(self, depth, inv_K):
+        b = depth.shape[0]
+        cam = torch.matmul(inv_K[:, :3, :3], self.pix_coords.expand(b, -1, -1))
+        cam = depth.view(b, 1, -1) * cam
+        return torch.cat([cam, self.ones.expand(b, -1, -1)], 1)
+
+
+class Project3D(nn.Module):
+    """Points B x 4 x HW, K and T -> sampling grid B x H x W x 2 in [-1, 1]
+    (pixel u maps to 2u/(W-1) - 1, i.e. grid_sample with align_corners=True)."""
+
+    def __init__(self, batch_size, height, width, eps=PROJECTION_EPS):
+        super().__init__()
+        self.batch_size, self.height, self.width, self.eps = batch_size, height, width, eps
+
+    def forward(self, points, K, T):
+        P = torch.matmul(K, T)[:, :3, :]
+        cam = torch.matmul(P, points)
+        pix = cam[:, :2, :] / (cam[:, 2:3, :] + self.eps)
+        pix = pix.view(-1, 2, self.height, self.width).permute(0, 2, 3, 1)
+        scale = torch.tensor([self.width - 1, self.height - 1], device=pix.device, dtype=pix.dtype)
+        return (pix / scale - 0.5) * 2
+
+
+def warp(source, grid):
+    """Bilinear sampling of `source` at `grid` (from Project3D). align_corners=True matches
+    the (W-1) normalisation of Project3D; the reference code left it False (half-pixel
+    shift since PyTorch 1.3)."""
+    return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def upsample(x):
+    """Nearest-neighbour x2."""
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class Conv3x3(nn.Module):
+    """Reflection- (or zero-) padded 3x3 convolution."""
+
+    def __init__(self, in_channels, out_channels, use_refl=True):
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(1) if use_refl else nn.ZeroPad2d(1)
+        self.conv = nn.Conv2d(int(in_channels), int(out_channels), 3)
+
+    def forward(self, x):
+        return self.conv(self.pad(x))
+
+
+class ConvBlock(nn.Module):
+    """Conv3x3 followed by ELU."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.conv = Conv3x3(in_channels, out_channels)
+        self.nonlin = nn.ELU(inplace=True)
+
+    def forward(self, x):
+        return self.nonlin(self.conv(x))
+
+
+SSIM_C1 = 0.01 ** 2
+SSIM_C2 = 0.03 ** 2
+
+
+class SSIM(nn.Module):
+    """Per-pixel SSIM dissimilarity clamp((1 - SSIM) / 2, 0, 1) with 3x3 mean windows and
+    reflection padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.AvgPool2d(3, 1)
+        self.pad = nn.ReflectionPad2d(1)
+
+    def forward(self, x, y):
+        x, y = self.pad(x), self.pad(y)
+        mu_x, mu_y = self.pool(x), self.pool(y)
+        sigma_x = self.pool(x * x) - mu_x ** 2
+        sigma_y = self.pool(y * y) - mu_y ** 2
+        sigma_xy = self.pool(x * y) - mu_x * mu_y
+        n = (2 * mu_x * mu_y + SSIM_C1) * (2 * sigma_xy + SSIM_C2)
+        d = (mu_x ** 2 + mu_y ** 2 + SSIM_C1) * (sigma_x + sigma_y + SSIM_C2)
+        return torch.clamp((1 - n / d) / 2, 0, 1)
+
+
+def get_smooth_loss(disp, img):
+    """Edge-aware smoothness of a (mean-normalised) disparity B x 1 x H x W given the
+    image B x 3 x H x W: mean |d_x d| e^{-|d_x I|} + mean |d_y d| e^{-|d_y I|}."""
+    grad_disp_x = torch.abs(disp[:, :, :, :-1] - disp[:, :, :, 1:])
+    grad_disp_y = torch.abs(disp[:, :, :-1, :] - disp[:, :, 1:, :])
+    grad_img_x = torch.mean(torch.abs(img[:, :, :, :-1] - img[:, :, :, 1:]), 1, keepdim=True)
+    grad_img_y = torch.mean(torch.abs(img[:, :, :-1, :] - img[:, :, 1:, :]), 1, keepdim=True)
+    grad_disp_x = grad_disp_x * torch.exp(-grad_img_x)
+    grad_disp_y = grad_disp_y * torch.exp(-grad_img_y)
+    return grad_disp_x.mean() + grad_disp_y.mean()
+
+
+DEPTH_METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+
+
+def compute_depth_errors(gt, pred):
+    """The seven standard depth metrics between 1-D tensors (or arrays) gt and pred."""
+    lib = torch if isinstance(gt, torch.Tensor) else np
+    thresh = lib.maximum(gt / pred, pred / gt)
+    a1 = (thresh < 1.25).float().mean() if lib is torch else (thresh < 1.25).mean()
+    a2 = (thresh < 1.25 ** 2).float().mean() if lib is torch else (thresh < 1.25 ** 2).mean()
+    a3 = (thresh < 1.25 ** 3).float().mean() if lib is torch else (thresh < 1.25 ** 3).mean()
+    rmse = lib.sqrt(((gt - pred) ** 2).mean())
+    rmse_log = lib.sqrt(((lib.log(gt) - lib.log(pred)) ** 2).mean())
+    abs_rel = (lib.abs(gt - pred) / gt).mean()
+    sq_rel = (((gt - pred) ** 2) / gt).mean()
+    return abs_rel, sq_rel, rmse, rmse_log, a1, a2, a3

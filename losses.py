@@ -1,0 +1,55 @@
+"""Photometric and regularisation losses (monodepth2), as small functions and modules."""
+import torch
+import torch.nn as nn
+
+from layers import SSIM, get_smooth_loss
+
+SSIM_WEIGHT = 0.85  # pe = 0.85 SSIM + 0.15 L1
+IDENTITY_NOISE = 1e-5  # breaks ties between identical identity and reprojection errors
+
+
+class ReprojectionLoss(nn.Module):
+    """pe(pred, target): B x 1 x H x W per-pixel photometric error."""
+
+    def __init__(self, no_ssim=False):
+        super().__init__()
+        self.ssim = None if no_ssim else SSIM()
+
+    def forward(self, pred, target):
+        l1 = torch.abs(target - pred).mean(1, True)
+        if self.ssim is None:
+            return l1
+        return SSIM_WEIGHT * self.ssim(pred, target).mean(1, True) + (1 - SSIM_WEIGHT) * l1
+
+
+def min_reprojection(reprojection_losses, identity_losses=None, avg_reprojection=False):
+    """Per-pixel minimum (or mean) over sources, with auto-masking when identity losses are
+    given. reprojection_losses, identity_losses: B x n_sources x H x W.
+
+    Returns (to_optimise B x H x W, automask B x 1 x H x W: 1 where a reprojection won)."""
+    if avg_reprojection:
+        reprojection = reprojection_losses.mean(1, keepdim=True)
+    else:
+        reprojection = reprojection_losses
+    if identity_losses is None:
+        combined = reprojection
+        automask = None
+    else:
+        if avg_reprojection:
+            identity_losses = identity_losses.mean(1, keepdim=True)
+        identity_losses = identity_losses + torch.randn_like(identity_losses) * IDENTITY_NOISE
+        combined = torch.cat([identity_losses, reprojection], 1)
+        automask = None
+    if combined.shape[1] == 1:
+        to_optimise, idxs = combined[:, 0], torch.zeros_like(combined[:, 0], dtype=torch.long)
+    else:
+        to_optimise, idxs = torch.min(combined, dim=1)
+    if identity_losses is not None:
+        automask = (idxs > identity_losses.shape[1] - 1).float().unsqueeze(1)
+    return to_optimise, automask
+
+
+def smoothness_loss(disp, color):
+    """Edge-aware smoothness of the mean-normalised disparity."""
+    mean_disp = disp.mean(2, True).mean(3, True)
+    return get_smooth_loss(disp / (mean_disp + 1e-7), color)

@@ -1,0 +1,42 @@
+"""Monodepth2's depth decoder: U-Net style upsampling with skips, sigmoid disparities."""
+import torch
+import torch.nn as nn
+
+from layers import ConvBlock, Conv3x3, upsample
+
+
+class DepthDecoder(nn.Module):
+    """Encoder features -> {("disp", s): B x C x H/2^s x W/2^s in (0, 1)} for s in scales.
+
+    Modules are stored in one ModuleList (`decoder`) in the order of monodepth2's weight
+    files: upconv (4,0), (4,1), ..., (0,0), (0,1), then dispconv for each scale.
+    """
+
+    def __init__(self, num_ch_enc, scales=range(4), num_output_channels=1, use_skips=True):
+        super().__init__()
+        self.scales = list(scales)
+        self.use_skips = use_skips
+        self.num_ch_enc = num_ch_enc
+        self.num_ch_dec = [16, 32, 64, 128, 256]
+        layers = []
+        for i in range(4, -1, -1):
+            ch_in = num_ch_enc[-1] if i == 4 else self.num_ch_dec[i + 1]
+            layers.append(ConvBlock(ch_in, self.num_ch_dec[i]))
+            ch_in = self.num_ch_dec[i] + (num_ch_enc[i - 1] if use_skips and i > 0 else 0)
+            layers.append(ConvBlock(ch_in, self.num_ch_dec[i]))
+        for s in self.scales:
+            layers.append(Conv3x3(self.num_ch_dec[s], num_output_channels))
+        self.decoder = nn.ModuleList(layers)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, input_features):
+        outputs = {}
+        x = input_features[-1]
+        for step, i in enumerate(range(4, -1, -1)):
+            x = upsample(self.decoder[2 * step](x))
+            if self.use_skips and i > 0:
+                x = torch.cat([x, input_features[i - 1]], 1)
+            x = self.decoder[2 * step + 1](x)
+            if i in self.scales:
+                outputs[("disp", i)] = self.sigmoid(self.decoder[10 + self.scales.index(i)](x))
+        return outputs

@@ -1,0 +1,52 @@
+"""Small helpers: atomic saving, seeding, time strings, colour maps."""
+import io
+import os
+import random
+import tempfile
+
+import numpy as np
+import torch
+
+
+def atomic_write_bytes(path, data):
+    """Write `data` to `path` through a temporary file in the same folder and a rename, so
+    that a crash or a full disk never leaves a truncated file under `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_torch_save(obj, path):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def sec_to_hm_str(t):
+    t = int(t)
+    return f"{t // 3600:02d}h{(t // 60) % 60:02d}m{t % 60:02d}s"
+
+
+def colorize_disparity(disp, percentile=95):
+    """H x W disparity -> H x W x 3 uint8 magma image (vmin = min, vmax = 95th percentile)."""
+    import matplotlib
+    vmax = np.percentile(disp, percentile)
+    vmin = disp.min()
+    norm = np.clip((disp - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+    return (matplotlib.colormaps["magma"](norm)[..., :3] * 255).astype(np.uint8)
