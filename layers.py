@@ -76,9 +76,9 @@ class BackprojectDepth(nn.Module):
 
     def forward(self, depth, inv_K):
         b = depth.shape[0]
-        cam = torch.matmul(inv_K[:, :3, :3], self.pix_coords.expand(b, -1, -1))
-        cam = depth.view(b, 1, -1) * cam
-        return torch.cat([cam, self.ones.expand(b, -1, -1)], 1)
+        pix = self.pix_coords.to(inv_K.dtype).expand(b, -1, -1)
+        cam = depth.view(b, 1, -1) * torch.matmul(inv_K[:, :3, :3], pix)
+        return torch.cat([cam, self.ones.to(cam.dtype).expand(b, -1, -1)], 1)
 
 
 class Project3D(nn.Module):

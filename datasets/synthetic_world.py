@@ -825,7 +825,7 @@ def _write_splits(cfg):
         with open(os.path.join(odom_dir, "val_files.txt"), "w") as f:
             f.writelines(f"{seqs[-1]} {i} l\n" for i in inner[::4])
         with open(os.path.join(odom_dir, f"test_files_{seqs[-1]:02d}.txt"), "w") as f:
-            f.writelines(f"{seqs[-1]} {i} l\n" for i in range(cfg.frames))
+            f.writelines(f"{seqs[-1]} {i} l\n" for i in range(cfg.frames - 1))
     return split_dir
 
 
