@@ -1,0 +1,96 @@
+"""Training throughput: examples/s, data-wait fraction and peak memory, as a table.
+
+    python benchmarks/train_throughput.py [--data_path synthetic_data] [--steps 20] [--device cpu|cuda]
+
+Runs the real Trainer's step (loader -> method -> losses -> backward -> Adam) for a few
+configurations on the synthetic world (generated into a temporary folder if no
+--data_path is given) and prints one row per configuration. Timings exclude warm-up.
+"""
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from datasets import synthetic_world as sw  # noqa: E402
+from options import MonodepthOptions  # noqa: E402
+from trainer import Trainer  # noqa: E402
+
+CONFIGS = [  # (name, height, width, batch)
+    ("mono R18 320x96 b4", 96, 320, 4),
+    ("mono R18 640x192 b12", 192, 640, 12),
+]
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(data_path, height, width, batch, steps, warmup, device, workers, extra):
+    split = os.path.join(data_path, "splits", "synthetic")
+    argv = ["--data_path", data_path, "--split", split, "--png", "--height", str(height), "--width", str(width),
+            "--batch_size", str(batch), "--weights_init", "scratch", "--num_workers", str(workers),
+            "--log_dir", tempfile.mkdtemp(), "--no_progress"] + extra
+    if device == "cpu":
+        argv.append("--no_cuda")
+    trainer = Trainer(MonodepthOptions().parse(argv))
+    if trainer.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    wait = compute = 0.0
+    done = 0
+    while done < steps + warmup:
+        t_data = time.perf_counter()
+        for inputs in trainer.train_loader:
+            t0 = time.perf_counter()
+            _, _, loss, _, _ = trainer.process_batch(inputs)
+            trainer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.optimizer.step()
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            if done >= warmup:
+                wait += t0 - t_data
+                compute += t1 - t0
+            done += 1
+            t_data = time.perf_counter()
+            if done >= steps + warmup:
+                break
+    total = wait + compute
+    mem = torch.cuda.max_memory_allocated() / 2 ** 20 if trainer.device.type == "cuda" else peak_rss_mb()
+    return steps * batch / total, wait / total, mem, trainer.device.type
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data_path", help="a synthetic world (default: generate one)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--configs", nargs="+", help="subset of configuration names (substring match)")
+    args, extra = p.parse_known_args()
+    data_path = args.data_path
+    if data_path is None:
+        data_path = os.path.join(tempfile.mkdtemp(), "world")
+        sw.generate(sw.Config(out=data_path, drives=2, frames=30), progress=False)
+    rows = []
+    for name, h, w, b in CONFIGS:
+        if args.configs and not any(c in name for c in args.configs):
+            continue
+        ex_s, wait, mem, dev = run(data_path, h, w, b, args.steps, args.warmup, args.device, args.num_workers, extra)
+        rows.append((name, dev, ex_s, 100 * wait, mem))
+    mem_label = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB"
+    print(f"\n| configuration | device | examples/s | data wait % | {mem_label} |")
+    print("|---|---|---|---|---|")
+    for name, dev, ex_s, wait, mem in rows:
+        print(f"| {name} | {dev} | {ex_s:.2f} | {wait:.1f} | {mem:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

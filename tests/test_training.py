@@ -1,0 +1,151 @@
+"""Training end to end on the synthetic world: weight folders, fine-tuning, prediction,
+evaluation from a weights folder; and (slow) that learning beats trivial predictors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import networks
+from options import MonodepthOptions
+from trainer import Trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _opt(world, tmp_path, *extra):
+    split = os.path.join(world.out, "splits", "synthetic")
+    return MonodepthOptions().parse([
+        "--data_path", world.out, "--split", split, "--png", "--height", "64", "--width", "192",
+        "--weights_init", "scratch", "--batch_size", "2", "--num_epochs", "1", "--num_workers", "0",
+        "--log_dir", str(tmp_path), "--model_name", "m", "--log_frequency", "2", "--max_steps", "3",
+        "--no_progress", *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(static_world, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    trainer = Trainer(_opt(static_world, tmp)).train()
+    return trainer, os.path.join(tmp, "m", "models", "weights_0")
+
+
+def test_weight_folder_in_monodepth2_format_loads_strictly(trained):
+    trainer, folder = trained
+    assert sorted(os.listdir(folder)) == ["adam.pth", "depth.pth", "encoder.pth", "pose.pth", "pose_encoder.pth"]
+    enc_state = torch.load(os.path.join(folder, "encoder.pth"), weights_only=True)
+    assert (enc_state["height"], enc_state["width"], enc_state["use_stereo"]) == (64, 192, False)
+    enc = networks.ResnetEncoder(18, False)
+    enc.load_state_dict({k: v for k, v in enc_state.items() if k not in ("height", "width", "use_stereo")},
+                        strict=True)
+    dec = networks.DepthDecoder(enc.num_ch_enc)
+    dec.load_state_dict(torch.load(os.path.join(folder, "depth.pth"), weights_only=True), strict=True)
+    pose_enc = networks.ResnetEncoder(18, False, 2)
+    pose_enc.load_state_dict(torch.load(os.path.join(folder, "pose_encoder.pth"), weights_only=True), strict=True)
+    pose = networks.PoseDecoder(enc.num_ch_enc, 1, 2)
+    pose.load_state_dict(torch.load(os.path.join(folder, "pose.pth"), weights_only=True), strict=True)
+    # the saved weights are the trained ones
+    ours = trainer.method.models["depth"].state_dict()
+    assert all(torch.equal(ours[k].cpu(), v) for k, v in dec.state_dict().items())
+    with open(os.path.join(os.path.dirname(folder), "opt.json")) as f:
+        assert json.load(f)["height"] == 64
+    assert trainer.step == 3
+    logs = os.listdir(os.path.join(os.path.dirname(os.path.dirname(folder)), "train"))
+    assert any(f.startswith("events.out.tfevents") for f in logs)
+
+
+def test_fine_tune_loads_weights_and_keeps_learning_rate(trained, static_world, tmp_path):
+    _, folder = trained
+    opt = _opt(static_world, tmp_path, "--load_weights_folder", folder, "--learning_rate", "1e-5")
+    t = Trainer(opt)
+    ref = torch.load(os.path.join(folder, "depth.pth"), weights_only=True)
+    assert all(torch.equal(t.method.models["depth"].state_dict()[k].cpu(), v) for k, v in ref.items())
+    assert t.optimizer.param_groups[0]["lr"] == 1e-5
+
+
+def test_test_simple_writes_depth_images(trained, static_world, tmp_path):
+    _, folder = trained
+    import shutil
+    src = os.path.join(static_world.out, "2000_01_01", "2000_01_01_drive_0001_sync", "image_02", "data")
+    for name in ("0000000001.png", "0000000002.png"):
+        shutil.copy(os.path.join(src, name), tmp_path / name)
+    res = subprocess.run([sys.executable, "test_simple.py", "--image_path", str(tmp_path), "--ext", "png",
+                          "--load_weights_folder", folder, "--save_npy"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    from PIL import Image
+    img = Image.open(tmp_path / "0000000001_disp.jpeg")
+    assert img.size == (640, 192)
+    npy = np.load(tmp_path / "0000000001_disp.npy")
+    assert npy.shape == (1, 1, 64, 192) and (npy > 0.01 - 1e-6).all() and (npy < 10 + 1e-6).all()
+
+
+def test_evaluate_from_weights_folder_and_refuses_stereo_scaling_of_mono_model(trained, static_world, tmp_path):
+    _, folder = trained
+    split = os.path.join(static_world.out, "splits", "synthetic")
+    from export_gt_depth import export_gt_depths
+    export_gt_depths(static_world.out, split, "velodyne", "exact", progress=False)
+    out_json = tmp_path / "metrics.json"
+    base = [sys.executable, "evaluate_depth.py", "--load_weights_folder", folder, "--eval_split", split,
+            "--data_path", static_world.out, "--png", "--num_workers", "0"]
+    res = subprocess.run(base + ["--eval_mono", "--output_json", str(out_json), "--post_process"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    m = json.loads(out_json.read_text())
+    assert 0 < m["abs_rel"] < 2 and 0 <= m["a1"] <= 1 and m["num_images"] == 4
+    res = subprocess.run(base + ["--eval_stereo"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode != 0 and "--eval_mono" in res.stderr
+
+
+def test_stereo_training_has_no_pose_network(static_world, tmp_path):
+    t = Trainer(_opt(static_world, tmp_path, "--use_stereo", "--frame_ids", "0", "--max_steps", "1")).train()
+    folder = os.path.join(tmp_path, "m", "models", "weights_0")
+    assert sorted(os.listdir(folder)) == ["adam.pth", "depth.pth", "encoder.pth"]
+    assert torch.load(os.path.join(folder, "encoder.pth"), weights_only=True)["use_stereo"] is True
+
+
+def test_config_preset_and_explicit_flags(tmp_path):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("height: 96\nwidth: 320\nframe_ids: [0, -1, 1]\nuse_stereo: true\n")
+    opt = MonodepthOptions().parse(["--config", str(cfg), "--width", "640"])
+    assert (opt.height, opt.width, opt.frame_ids) == (96, 640, [0, -1, 1, "s"])
+    cfg.write_text("heigth: 96\n")
+    with pytest.raises(SystemExit, match="heigth"):
+        MonodepthOptions().parse(["--config", str(cfg)])
+    for preset in os.listdir(os.path.join(ROOT, "configs")):
+        MonodepthOptions().parse(["--config", os.path.join(ROOT, "configs", preset)])
+
+
+@pytest.mark.slow
+def test_learning_beats_untrained_and_constant_predictors(tmp_path):
+    """Trains on a fresh default-size world; prints the three abs_rel values."""
+    from datasets import synthetic_world as sw
+    from evaluate_depth import evaluate_predictions
+    from export_gt_depth import export_gt_depths
+    out = str(tmp_path / "world")
+    sw.generate(sw.Config(out=out, drives=2, frames=60), progress=False)
+    split = os.path.join(out, "splits", "synthetic")
+    _, gts = export_gt_depths(out, split, "velodyne", "exact", progress=False)
+    opt = MonodepthOptions().parse([
+        "--data_path", out, "--split", split, "--png", "--height", "96", "--width", "320",
+        "--weights_init", "scratch", "--batch_size", "4", "--num_epochs", "30", "--num_workers", "2",
+        "--learning_rate", "2e-4", "--scheduler_step_size", "25", "--log_dir", str(tmp_path),
+        "--model_name", "learn", "--log_frequency", "1000", "--no_progress"])
+    trainer = Trainer(opt)
+
+    def abs_rel():
+        from evaluate_depth import predict_disparities
+        with open(os.path.join(split, "test_files.txt")) as f:
+            lines = f.read().splitlines()
+        trainer.method.eval()
+        opt.post_process, opt.num_workers = False, 0
+        disps = predict_disparities(opt, lines, out, trainer.method.predict_disp, 96, 320, trainer.device)
+        trainer.method.train()
+        return evaluate_predictions(disps, gts, "eigen", True, 1.0)[0]["abs_rel"]
+    untrained = abs_rel()
+    constant = evaluate_predictions(np.ones((len(gts), 96, 320)), gts, "eigen", True, 1.0)[0]["abs_rel"]
+    trainer.train()
+    trained = abs_rel()
+    print(f"\nabs_rel: trained {trained:.3f} | untrained {untrained:.3f} | constant depth {constant:.3f}")
+    assert trained < 0.8 * min(untrained, constant)
