@@ -67,6 +67,15 @@ class MonodepthOptions:
         g.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: no limit)")
         g.add_argument("--seed", type=int, default=0)
 
+        g.add_argument("--optimizer", type=str, default="adam", choices=["adam", "adamw"])
+        g.add_argument("--weight_decay", type=float, default=0.0)
+        g.add_argument("--lr_sche_type", type=str, default="step", choices=["step", "cosine"])
+        g.add_argument("--decay_step", type=int, default=0,
+                       help="step schedule: epochs between decays (0: --scheduler_step_size)")
+        g.add_argument("--decay_rate", type=float, default=0.1, help="step schedule: LR factor per decay")
+        g.add_argument("--eta_min", type=float, default=0.0, help="cosine schedule: final LR")
+        g.add_argument("--warmup_steps", type=int, default=0, help="linear LR warm-up (steps)")
+
         g = p.add_argument_group("ablations")
         g.add_argument("--v1_multiscale", action="store_true")
         g.add_argument("--avg_reprojection", action="store_true")
@@ -80,6 +89,27 @@ class MonodepthOptions:
         g.add_argument("--log_frequency", type=int, default=250, help="steps between logs")
         g.add_argument("--save_frequency", type=int, default=1, help="epochs between weight folders")
         g.add_argument("--no_progress", action="store_true", help="no progress bar")
+        g.add_argument("--resume", action="store_true",
+                       help="continue {log_dir}/{model_name} from its last saved state")
+        g.add_argument("--state_frequency", type=int, default=250,
+                       help="steps between resumable states (also saved at each epoch end; 0: epochs only)")
+        g.add_argument("--val_split", type=str,
+                       help="split (name or folder) whose val_files.txt is validated each epoch "
+                            "(default: the training split's)")
+        g.add_argument("--best_metric", type=str, default="abs_rel",
+                       help="validation metric that picks weights_best (abs_rel, rmse, a1, ...)")
+        g.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"])
+        g.add_argument("--channels_last", action="store_true")
+        g.add_argument("--compile", action="store_true", help="torch.compile every network")
+        g.add_argument("--fast_loader", action="store_true",
+                       help="workers read one pre-resized uint8 image per frame; flip, pyramid and "
+                            "jitter run on the training device (see README)")
+        g.add_argument("--cache_dir", type=str, help="with --fast_loader: keep pre-resized images here")
+        g.add_argument("--deterministic", action="store_true",
+                       help="deterministic algorithms (slower on GPUs)")
+        g.add_argument("--max_nonfinite", type=int, default=10,
+                       help="stop after this many non-finite losses in a row (each is skipped)")
+        g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under DDP (CUDA)")
 
         g = p.add_argument_group("evaluation")
         g.add_argument("--eval_stereo", action="store_true", help="stereo-trained model: x5.4, no median scaling")

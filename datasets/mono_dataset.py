@@ -74,6 +74,7 @@ class MonoDataset(data.Dataset):
         self.resize = {i: transforms.Resize((height // 2 ** i, width // 2 ** i), interpolation=self.interp)
                        for i in range(num_scales)}
         self.load_depth = self.check_depth()
+        self.seed = None  # set by the Trainer: augmentation then depends on (seed, epoch, index)
 
     # --- what subclasses provide
     def get_color(self, folder, frame_index, side, do_flip):
@@ -127,10 +128,22 @@ class MonoDataset(data.Dataset):
     def __len__(self):
         return len(self.filenames)
 
+    def item_rng(self, index, epoch):
+        """Augmentation randomness of one item: a function of (seed, epoch, index) only, so
+        that it does not depend on worker assignment and a resumed run draws the same."""
+        if self.seed is None:
+            return random
+        return random.Random((self.seed * 1_000_003 + epoch) * 1_000_003 + index)
+
     def __getitem__(self, index):
+        """index: an int, or (index, epoch) from the training sampler."""
+        epoch = 0
+        if isinstance(index, (tuple, list)):
+            index, epoch = index
+        rng = self.item_rng(index, epoch)
         inputs = {}
-        do_color_aug = self.is_train and random.random() > 0.5
-        do_flip = self.is_train and random.random() > 0.5
+        do_color_aug = self.is_train and rng.random() > 0.5
+        do_flip = self.is_train and rng.random() > 0.5
         folder, frame_index, side = self.parse_line(index)
         self._index = index
         for i in self.frame_ids:
@@ -146,7 +159,7 @@ class MonoDataset(data.Dataset):
             Ks[1, :] *= self.height // (2 ** scale)
             inputs[("K", scale)] = torch.from_numpy(Ks)
             inputs[("inv_K", scale)] = torch.from_numpy(np.linalg.pinv(Ks))
-        jitter = sample_color_jitter() if do_color_aug else None
+        jitter = sample_color_jitter(rng) if do_color_aug else None
         self.preprocess(inputs, jitter)
         for i in self.frame_ids:
             del inputs[("color", i, -1)]

@@ -1,0 +1,134 @@
+"""The fast input path (--fast_loader): workers only read one pre-resized uint8 image per
+frame; flip, the scale pyramid and colour jitter run batched on the training device.
+
+Differences from the default (monodepth2) path, which stays the reference:
+- every scale is resized from the scale-0 image with antialiased bilinear interpolation
+  (default: a Lanczos chain native -> s0 -> s1 -> ...); scale 0 itself is Lanczos from the
+  native image in both paths;
+- with --cache_dir the scale-0 images are decoded and resized once and kept as uint8 .npy;
+- jitter uses the same factors and random order per item as the default path, applied to
+  tensors (torchvision's functional ops) instead of PIL images.
+"""
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from utils import atomic_write_bytes
+
+from .mono_dataset import sample_color_jitter
+
+
+class FastMonoDataset(torch.utils.data.Dataset):
+    """Wraps a MonoDataset; items hold ("color_u8", f): 3 x H x W uint8, K/inv_K per scale,
+    "stereo_T" (not yet flipped), "do_flip", "jitter" (5 numbers + order), "depth_gt"."""
+
+    def __init__(self, base, cache_dir=None):
+        self.base = base
+        self.cache_dir = cache_dir
+        self.load_depth = base.load_depth
+
+    def __len__(self):
+        return len(self.base)
+
+    def _image(self, folder, frame_index, side):
+        base = self.base
+        path = base.get_image_path(folder, frame_index, side)
+        cached = None
+        if self.cache_dir:
+            rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base.data_path))
+            cached = os.path.join(self.cache_dir, f"{base.width}x{base.height}", rel + ".npy")
+            if os.path.isfile(cached):
+                try:
+                    return np.load(cached)
+                except (ValueError, OSError):
+                    pass  # a damaged cache entry is rebuilt below
+        img = base.load_image(path, base._index).resize((base.width, base.height), Image.LANCZOS)
+        arr = np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1))
+        if cached:
+            import io
+            buffer = io.BytesIO()
+            np.save(buffer, arr)
+            atomic_write_bytes(cached, buffer.getvalue())
+        return arr
+
+    def __getitem__(self, index):
+        epoch = 0
+        if isinstance(index, (tuple, list)):
+            index, epoch = index
+        base = self.base
+        rng = base.item_rng(index, epoch)
+        do_color_aug = base.is_train and rng.random() > 0.5
+        do_flip = base.is_train and rng.random() > 0.5
+        folder, frame_index, side = base.parse_line(index)
+        base._index = index
+        inputs = {}
+        for f in base.frame_ids:
+            if f == "s":
+                other = {"r": "l", "l": "r", "2": "3", "3": "2"}[side]
+                arr = self._image(folder, frame_index, other)
+            else:
+                arr = self._image(folder, frame_index + f, side)
+            inputs[("color_u8", f)] = torch.from_numpy(arr)
+        K = base.get_intrinsics(folder)
+        for scale in range(base.num_scales):
+            Ks = K.copy()
+            Ks[0, :] *= base.width // (2 ** scale)
+            Ks[1, :] *= base.height // (2 ** scale)
+            inputs[("K", scale)] = torch.from_numpy(Ks)
+            inputs[("inv_K", scale)] = torch.from_numpy(np.linalg.pinv(Ks))
+        if do_color_aug:
+            order, b, c, s, h = sample_color_jitter(rng)
+            inputs["jitter"] = torch.tensor([1.0, b, c, s, h] + list(order), dtype=torch.float32)
+        else:
+            inputs["jitter"] = torch.zeros(9)
+        inputs["do_flip"] = torch.tensor(do_flip)
+        if base.load_depth:
+            depth = base.get_depth(folder, frame_index, side, False)
+            inputs["depth_gt"] = torch.from_numpy(np.expand_dims(depth, 0).astype(np.float32))
+        if "s" in base.frame_ids:
+            T = np.eye(4, dtype=np.float32)
+            T[0, 3] = (-1 if side in ("l", "2") else 1) * 0.1
+            inputs["stereo_T"] = torch.from_numpy(T)
+        return inputs
+
+
+def _jitter(image, params):
+    """image 3 x H x W in [0, 1]; params: [on, b, c, s, h, order x4]."""
+    if params[0] < 0.5:
+        return image
+    b, c, s, h = params[1:5].tolist()
+    ops = [lambda x: TF.adjust_brightness(x, b), lambda x: TF.adjust_contrast(x, c),
+           lambda x: TF.adjust_saturation(x, s), lambda x: TF.adjust_hue(x, h)]
+    for i in params[5:9].long().tolist():
+        image = ops[i](image)
+    return image
+
+
+def device_augment(inputs, frame_ids, num_scales):
+    """Turn a fast-path batch (already on the device) into monodepth2's batch dict."""
+    flip = inputs.pop("do_flip").bool()
+    jitter = inputs.pop("jitter")
+    for f in frame_ids:
+        x = inputs.pop(("color_u8", f)).float() / 255
+        x = torch.where(flip[:, None, None, None], torch.flip(x, [3]), x)
+        h, w = x.shape[-2:]
+        for s in range(num_scales):
+            xs = x if s == 0 else F.interpolate(x, (h // 2 ** s, w // 2 ** s), mode="bilinear",
+                                                antialias=True, align_corners=False)
+            inputs[("color", f, s)] = xs
+            if jitter[:, 0].any():
+                inputs[("color_aug", f, s)] = torch.stack([_jitter(xs[i], jitter[i]) for i in range(xs.shape[0])])
+            else:
+                inputs[("color_aug", f, s)] = xs
+    if "depth_gt" in inputs:
+        d = inputs["depth_gt"]
+        inputs["depth_gt"] = torch.where(flip[:, None, None, None], torch.flip(d, [3]), d)
+    if "stereo_T" in inputs:
+        T = inputs["stereo_T"].clone()
+        T[:, 0, 3] = torch.where(flip, -T[:, 0, 3], T[:, 0, 3])
+        inputs["stereo_T"] = T
+    return inputs
