@@ -102,7 +102,8 @@ class Trainer:
         self.model = self.method
         if self.world_size > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
-                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=getattr(self.method, "find_unused_parameters", False))
 
         self.optimizer = self._build_optimizer()
         if opt.load_weights_folder and not opt.resume:
@@ -194,8 +195,12 @@ class Trainer:
             raise SystemExit(f"{train_file} has {len(self.train_dataset)} items, fewer than "
                              f"--batch_size {opt.batch_size} x {self.world_size} processes")
         workers = opt.num_workers
+        # the loaders' own generator: creating an iterator must not draw from the global RNG,
+        # or a resumed run's random stream would be shifted
+        loader_rng = torch.Generator()
+        loader_rng.manual_seed(opt.seed)
         common = dict(num_workers=workers, pin_memory=self.device.type == "cuda",
-                      persistent_workers=workers > 0)
+                      persistent_workers=workers > 0, generator=loader_rng)
         if workers > 0:
             common["prefetch_factor"] = 4 if opt.fast_loader else 2
         self.train_sampler = EpochSampler(len(self.train_dataset), opt.batch_size, True, opt.seed,
@@ -236,6 +241,7 @@ class Trainer:
                 if finished:
                     self.method.on_epoch_end(self.epoch)
                     self.validate_epoch()
+                    self._barrier()
                     if self.is_main and ((self.epoch + 1) % opt.save_frequency == 0 or self.done()
                                          or self.epoch + 1 == opt.num_epochs):
                         self.save_model()
@@ -256,7 +262,14 @@ class Trainer:
             if self.writers:
                 for w in self.writers.values():
                     w.close()
+            if self.world_size > 1 and dist.is_initialized():
+                self._barrier()
+                dist.destroy_process_group()
         return self
+
+    def _barrier(self):
+        if self.world_size > 1 and dist.is_initialized():
+            dist.barrier()
 
     def _on_sigterm(self, signum, frame):
         raise KeyboardInterrupt
@@ -269,11 +282,14 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def process_batch(self, inputs):
+    def process_batch(self, inputs, distributed=True):
+        """distributed=False runs the bare method (rank-0-only work: no DDP collectives)."""
         inputs = self._to_device(inputs)
         with self.autocast():
-            outputs = self.model(inputs)
-            terms, logs = self.method.compute_losses(inputs, outputs)
+            outputs = (self.model if distributed else self.method)(inputs)
+        # losses in float32: AMP covers the networks only
+        outputs = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in outputs.items()}
+        terms, logs = self.method.compute_losses(inputs, outputs)
         loss = sum(t.float() for t in terms.values())
         return inputs, outputs, loss, terms, logs
 
@@ -353,7 +369,7 @@ class Trainer:
             self.val_iter = iter(self.val_loader)
             inputs = next(self.val_iter)
         with torch.no_grad():
-            inputs, outputs, loss, terms, logs = self.process_batch(inputs)
+            inputs, outputs, loss, terms, logs = self.process_batch(inputs, distributed=False)
             if "depth_gt" in inputs:
                 logs.update(batch_depth_metrics(outputs[("depth", 0, 0)].float(), inputs["depth_gt"]))
             self.log("val", inputs, outputs, loss, logs)
@@ -465,8 +481,9 @@ class Trainer:
     def save_state(self):
         """Everything needed to continue exactly: state/last.pt, written atomically; the
         previous good state is kept as state/previous.pt."""
-        if not self.is_main:
+        if not self.is_main or getattr(self, "_saved_step", None) == (self.epoch, self.step):
             return None
+        self._saved_step = (self.epoch, self.step)
         state = {"models": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                  "rng": self._rng_state(), "epoch": self.epoch, "step": self.step,

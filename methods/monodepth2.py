@@ -92,10 +92,17 @@ class Monodepth2(Method):
         return outputs
 
     def generate_images_pred(self, inputs, outputs):
-        """Warp every source into the target with the depth of every scale."""
+        """Warp every source into the target with the depth of every scale. Geometry runs
+        in float32 even under AMP: in bfloat16 a pixel coordinate near 600 is only known to
+        within 4 pixels."""
+        device_type = outputs[("disp", 0)].device.type
+        with torch.autocast(device_type, enabled=False):
+            self._generate_images_pred(inputs, outputs)
+
+    def _generate_images_pred(self, inputs, outputs):
         opt = self.opt
         for scale in opt.scales:
-            disp = outputs[("disp", scale)]
+            disp = outputs[("disp", scale)].float()
             if opt.v1_multiscale:
                 source_scale = scale
             else:
@@ -107,7 +114,7 @@ class Monodepth2(Method):
                 if f == "s":
                     T = inputs["stereo_T"]
                 else:
-                    T = outputs[("cam_T_cam", 0, f)]
+                    T = outputs[("cam_T_cam", 0, f)].float()
                 if opt.pose_model_type == "posecnn" and f != "s":
                     # PoseCNN translation is relative to the mean inverse depth
                     mean_inv_depth = (1 / depth).mean(3, True).mean(2, True)
@@ -140,7 +147,7 @@ class Monodepth2(Method):
             reprojection, identity = self.photometric_errors(inputs, outputs, scale)
             mask_loss = 0
             if opt.predictive_mask:
-                mask = outputs["predictive_mask"][("disp", scale)]
+                mask = outputs["predictive_mask"][("disp", scale)].float()
                 if not opt.v1_multiscale:
                     mask = F.interpolate(mask, [opt.height, opt.width], mode="bilinear", align_corners=False)
                 reprojection = reprojection * mask

@@ -67,6 +67,9 @@ class ResnetEncoder(nn.Module):
             self.encoder.load_state_dict(state)
         if num_layers > 34:
             self.num_ch_enc[1:] *= 4
+        # the classifier is kept for weight-file compatibility but never used: freezing it
+        # keeps it out of the optimiser and lets DDP reduce every gradient bucket
+        self.encoder.fc.requires_grad_(False)
 
     def forward(self, input_image):
         x = (input_image - IMAGENET_MEAN) / IMAGENET_STD

@@ -1,0 +1,192 @@
+"""Training infrastructure: DDP equivalence, resume after SIGKILL, damaged state files,
+AMP, per-epoch validation and weights_best, schedules, non-finite losses, fast loader."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from options import MonodepthOptions
+from trainer import EpochSampler, NonFiniteLossError, Trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _args(world, log_dir, *extra, steps=3):
+    return ["--data_path", world.out, "--split", os.path.join(world.out, "splits", "synthetic"), "--png",
+            "--height", "64", "--width", "192", "--weights_init", "scratch", "--batch_size", "2",
+            "--num_epochs", "1", "--num_workers", "0", "--log_dir", str(log_dir), "--model_name", "m",
+            "--log_frequency", "1000", "--max_steps", str(steps), "--no_progress", "--no_cuda", *extra]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_equal_single_process_step(static_world, tmp_path):
+    args = _args(static_world, tmp_path / "ddp", steps=1)
+    ddp_out, single_out = tmp_path / "ddp.pt", tmp_path / "single.pt"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(_free_port()), "tests/helpers/ddp_step.py", "ddp", str(ddp_out),
+                          *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = subprocess.run([sys.executable, "tests/helpers/ddp_step.py", "single", str(single_out),
+                          *_args(static_world, tmp_path / "single", steps=1)],
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = torch.load(ddp_out), torch.load(single_out)
+    init = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path / "init"))).method
+    moved = 0
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+        moved += (a[k] != dict(init.named_parameters())[k]).sum().item()
+    assert moved > 1000  # the step changed the weights
+    # only rank 0 wrote logs and weights
+    log = tmp_path / "ddp" / "m"
+    lines = (log / "train_steps.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    assert len(os.listdir(log / "train")) == 1
+    assert sorted(os.listdir(log / "models")) == ["opt.json", "weights_0"]
+
+
+def _losses(log_dir):
+    by_step = {}
+    for line in (log_dir / "m" / "train_steps.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        by_step[rec["step"]] = rec["loss"]  # a resumed run rewrites steps after the state
+    return by_step
+
+
+def test_resume_after_sigkill_reproduces_the_losses(static_world, tmp_path):
+    steps = 14
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    Trainer(MonodepthOptions().parse(_args(static_world, ref_dir, "--deterministic", steps=steps))).train()
+    ref = _losses(ref_dir)
+    cmd = [sys.executable, "train.py", *_args(static_world, run_dir, "--deterministic", "--state_frequency", "1",
+                                             steps=steps)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = run_dir / "m" / "train_steps.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = torch.load(run_dir / "m" / "state" / "last.pt", weights_only=False)
+    k = state["step"]
+    assert 3 <= k < steps - 5
+    Trainer(MonodepthOptions().parse(_args(static_world, run_dir, "--deterministic", "--resume",
+                                           steps=steps))).train()
+    resumed = _losses(run_dir)
+    for s in range(k, k + 5):
+        assert resumed[s] == pytest.approx(ref[s], rel=1e-6, abs=1e-7), s
+
+
+def test_truncated_state_falls_back_to_previous(static_world, tmp_path, capsys):
+    Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, "--state_frequency", "1", steps=3))).train()
+    state_dir = tmp_path / "m" / "state"
+    last = state_dir / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, "--resume", steps=3)))
+    captured = capsys.readouterr()
+    assert "damaged or truncated" in captured.out + captured.err
+    assert t.step == 2  # previous.pt: the state after step 2
+
+
+def test_bf16_channels_last_tracks_float32(static_world, tmp_path):
+    curves = {}
+    for name, extra in (("fp32", []), ("bf16", ["--amp", "bf16", "--channels_last"])):
+        t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path / name, *extra, steps=50)
+                                             + ["--num_epochs", "7"]))
+        t.train()
+        curves[name] = np.array(t.loss_history)
+    assert len(curves["bf16"]) == 50 and np.isfinite(curves["bf16"]).all()
+    a, b = curves["fp32"], curves["bf16"]
+    smooth = lambda x: np.convolve(x, np.ones(10) / 10, mode="valid")  # noqa: E731
+    rel = np.abs(smooth(a) - smooth(b)) / smooth(a)
+    assert rel.max() < 0.05, rel.max()
+
+
+def test_validation_keeps_best_epoch(static_world, tmp_path):
+    t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, steps=0) + ["--num_epochs", "3"]))
+    t.train()
+    records = [json.loads(l) for l in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    best = min(records, key=lambda r: r["abs_rel"])
+    assert json.loads((tmp_path / "m" / "models" / "best.json").read_text())["epoch"] == best["epoch"]
+    best_w = torch.load(tmp_path / "m" / "models" / "weights_best" / "depth.pth")
+    epoch_w = torch.load(tmp_path / "m" / "models" / f"weights_{best['epoch']}" / "depth.pth")
+    assert all(torch.equal(best_w[k], epoch_w[k]) for k in best_w)
+
+
+def test_learning_rate_schedules(static_world, tmp_path):
+    def lrs(*extra):
+        t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, *extra, steps=0)))
+        out = []
+        for _ in range(len(t.train_loader) * 4):
+            out.append(t.optimizer.param_groups[0]["lr"])
+            t.optimizer.step()
+            t.scheduler.step()
+        return np.array(out), len(t.train_loader)
+    step, n = lrs("--scheduler_step_size", "2", "--num_epochs", "4")
+    assert np.allclose(step[:2 * n], 1e-4) and np.allclose(step[2 * n:], 1e-5)  # drops after 2 epochs
+    cos, n = lrs("--lr_sche_type", "cosine", "--eta_min", "1e-6", "--num_epochs", "4", "--warmup_steps", "5")
+    assert cos[0] == pytest.approx(1e-4 / 5) and cos[4] == pytest.approx(1e-4, rel=0.05)
+    assert np.all(np.diff(cos[5:]) <= 1e-12) and cos[-1] == pytest.approx(1e-6, abs=2e-6)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")
+def test_nonfinite_losses_are_skipped_then_stop(static_world, tmp_path, monkeypatch):
+    t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, "--max_nonfinite", "3", steps=6)))
+    before = {k: v.clone() for k, v in t.method.state_dict().items()}
+    original = t.method.compute_losses
+
+    def broken(inputs, outputs):
+        terms, logs = original(inputs, outputs)
+        return {k: v * float("nan") for k, v in terms.items()}, logs
+    monkeypatch.setattr(t.method, "compute_losses", broken)
+    with pytest.raises(NonFiniteLossError, match="--max_nonfinite 3"):
+        t.train()
+    after = t.method.state_dict()
+    params = dict(t.method.named_parameters())
+    assert all(torch.equal(before[k], after[k]) for k in params)  # no step was taken
+
+
+def test_sampler_splits_ranks_and_resumes_mid_epoch():
+    full = [i for i, _ in EpochSampler(20, 2, True, 7)]
+    r0 = [i for i, _ in EpochSampler(20, 2, True, 7, 0, 2)]
+    r1 = [i for i, _ in EpochSampler(20, 2, True, 7, 1, 2)]
+    assert sorted(r0 + r1) == sorted(full) and not set(r0) & set(r1)
+    s = EpochSampler(20, 2, True, 7)
+    s.set_epoch(0, start_batch=3)
+    assert [i for i, _ in s] == full[6:]
+    s.set_epoch(1)
+    assert [i for i, _ in s] != full
+
+
+def test_fast_loader_matches_default_batch(static_world, tmp_path):
+    opts = {}
+    for name, extra in (("default", []), ("fast", ["--fast_loader", "--cache_dir", str(tmp_path / "cache")])):
+        opts[name] = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path / name, "--use_stereo", *extra)))
+    a = opts["default"]._to_device(next(iter(opts["default"].train_loader)))
+    b = opts["fast"]._to_device(next(iter(opts["fast"].train_loader)))
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].shape == b[k].shape, k
+    # same items, same flips and jitter draws: un-augmented colours agree closely at scale 0
+    assert torch.equal(a["stereo_T"], b["stereo_T"])
+    assert (a[("color", 0, 0)] - b[("color", 0, 0)]).abs().mean() < 0.01
+    assert (a[("color_aug", 0, 0)] - b[("color_aug", 0, 0)]).abs().mean() < 0.02
+    assert (a[("color", 0, 3)] - b[("color", 0, 3)]).abs().mean() < 0.03
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) >= 6  # 3 frames x 2 items x views
