@@ -24,7 +24,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data_path", default="synthetic_data")
     p.add_argument("--log_dir", default="runs")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--num_workers", type=int, default=2)
     args = p.parse_args(argv)
     sys.path.insert(0, PROJECT_DIR)

@@ -177,6 +177,10 @@ class Trainer:
                                         len(opt.scales), is_train=is_train,
                                         img_ext=".png" if opt.png else ".jpg", split_file=split_file)
         dataset.seed = opt.seed
+        if opt.use_depth_hints:
+            dataset.depth_hint_path = opt.depth_hint_path or os.path.join(opt.data_path, "depth_hints")
+            if opt.fast_loader:
+                raise SystemExit("--use_depth_hints is not supported with --fast_loader yet")
         if opt.fast_loader:
             return FastMonoDataset(dataset, opt.cache_dir)
         return dataset

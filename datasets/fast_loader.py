@@ -73,13 +73,7 @@ class FastMonoDataset(torch.utils.data.Dataset):
             else:
                 arr = self._image(folder, frame_index + f, side)
             inputs[("color_u8", f)] = torch.from_numpy(arr)
-        K = base.get_intrinsics(folder)
-        for scale in range(base.num_scales):
-            Ks = K.copy()
-            Ks[0, :] *= base.width // (2 ** scale)
-            Ks[1, :] *= base.height // (2 ** scale)
-            inputs[("K", scale)] = torch.from_numpy(Ks)
-            inputs[("inv_K", scale)] = torch.from_numpy(np.linalg.pinv(Ks))
+        inputs.update(base.intrinsics_pyramid(folder))
         if do_color_aug:
             order, b, c, s, h = sample_color_jitter(rng)
             inputs["jitter"] = torch.tensor([1.0, b, c, s, h] + list(order), dtype=torch.float32)

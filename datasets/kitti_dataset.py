@@ -42,8 +42,12 @@ class KITTIRAWDataset(KITTIDataset):
 
     def get_depth(self, folder, frame_index, side, do_flip):
         calib_dir = os.path.join(self.data_path, folder.split("/")[0])
-        depth_gt = generate_depth_map(calib_dir, self.velodyne_path(folder, frame_index),
-                                      self.side_map[side], convention="monodepth2_train")
+        try:
+            depth_gt = generate_depth_map(calib_dir, self.velodyne_path(folder, frame_index),
+                                          self.side_map[side], convention="monodepth2_train")
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}; needed by line {self._index + 1} of {self.split_file or 'the split'}: "
+                                    f"{self.filenames[self._index]!r}") from None
         depth_gt = cv2.resize(depth_gt, self.full_res_shape, interpolation=cv2.INTER_NEAREST)
         return np.fliplr(depth_gt).copy() if do_flip else depth_gt
 

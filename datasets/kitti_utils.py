@@ -58,16 +58,28 @@ def load_velodyne_points(path):
     return points
 
 
+def read_rigid_transform(path):
+    """4x4 matrix from a calibration file with R (3x3) and T (3) entries."""
+    calib = read_calib_file(path)
+    T = np.eye(4)
+    T[:3, :3] = calib["R"].reshape(3, 3)
+    T[:3, 3] = calib["T"]
+    return T
+
+
+def rectification(calib_dir):
+    """(R_rect_00 as 4x4, the cam_to_cam dict)."""
+    cam2cam = read_calib_file(os.path.join(calib_dir, "calib_cam_to_cam.txt"))
+    R_rect = np.eye(4)
+    R_rect[:3, :3] = cam2cam["R_rect_00"].reshape(3, 3)
+    return R_rect, cam2cam
+
+
 def velo_to_cam_matrices(calib_dir, cam=2):
     """Return (P, image_shape) where P (4x4) maps homogeneous velodyne points to
     ``[u*z, v*z, z, 1]`` of rectified camera ``cam`` and image_shape is (H, W)."""
-    cam2cam = read_calib_file(os.path.join(calib_dir, "calib_cam_to_cam.txt"))
-    velo2cam = read_calib_file(os.path.join(calib_dir, "calib_velo_to_cam.txt"))
-    T = np.eye(4)
-    T[:3, :3] = velo2cam["R"].reshape(3, 3)
-    T[:3, 3] = velo2cam["T"]
-    R_rect = np.eye(4)
-    R_rect[:3, :3] = cam2cam["R_rect_00"].reshape(3, 3)
+    R_rect, cam2cam = rectification(calib_dir)
+    T = read_rigid_transform(os.path.join(calib_dir, "calib_velo_to_cam.txt"))
     P_rect = np.eye(4)
     P_rect[:3, :] = cam2cam[f"P_rect_0{cam}"].reshape(3, 4)
     width, height = cam2cam[f"S_rect_0{cam}"].astype(int)
@@ -160,19 +172,10 @@ def latlon_from_mercator(tx, ty, scale):
 
 def imu_to_cam_matrix(calib_dir, cam=2):
     """4x4 transform taking IMU coordinates to rectified camera ``cam`` coordinates."""
-    imu2velo = read_calib_file(os.path.join(calib_dir, "calib_imu_to_velo.txt"))
-    T_velo_imu = np.eye(4)
-    T_velo_imu[:3, :3] = imu2velo["R"].reshape(3, 3)
-    T_velo_imu[:3, 3] = imu2velo["T"]
-    P_velo, _ = velo_to_cam_matrices(calib_dir, cam)
+    T_velo_imu = read_rigid_transform(os.path.join(calib_dir, "calib_imu_to_velo.txt"))
+    T_cam0_velo = read_rigid_transform(os.path.join(calib_dir, "calib_velo_to_cam.txt"))
     # the rectified camera `cam` frame: R_rect_00 @ velo2cam, shifted by P_rect's baseline
-    cam2cam = read_calib_file(os.path.join(calib_dir, "calib_cam_to_cam.txt"))
-    velo2cam = read_calib_file(os.path.join(calib_dir, "calib_velo_to_cam.txt"))
-    T_cam0_velo = np.eye(4)
-    T_cam0_velo[:3, :3] = velo2cam["R"].reshape(3, 3)
-    T_cam0_velo[:3, 3] = velo2cam["T"]
-    R_rect = np.eye(4)
-    R_rect[:3, :3] = cam2cam["R_rect_00"].reshape(3, 3)
+    R_rect, cam2cam = rectification(calib_dir)
     P = cam2cam[f"P_rect_0{cam}"].reshape(3, 4)
     T_cam_cam0 = np.eye(4)
     T_cam_cam0[0, 3] = P[0, 3] / P[0, 0]

@@ -75,6 +75,7 @@ class MonoDataset(data.Dataset):
                        for i in range(num_scales)}
         self.load_depth = self.check_depth()
         self.seed = None  # set by the Trainer: augmentation then depends on (seed, epoch, index)
+        self.depth_hint_path = None  # set for Depth Hints: adds "depth_hint", "depth_hint_mask"
 
     # --- what subclasses provide
     def get_color(self, folder, frame_index, side, do_flip):
@@ -86,11 +87,38 @@ class MonoDataset(data.Dataset):
     def get_depth(self, folder, frame_index, side, do_flip):
         raise NotImplementedError
 
+    def get_depth_hint(self, folder, frame_index, side, do_flip):
+        """Precomputed hint (1 x H' x W' .npy, training units), mirrored with the image and
+        nearest-resized to the network size."""
+        path = os.path.join(self.depth_hint_path, folder, f"image_0{self.side_map[side]}",
+                            f"{int(frame_index):010d}.npy")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"depth hint not found: {path}; run precompute_depth_hints.py "
+                                    f"--data_path {self.data_path} --filenames <the split files>")
+        hint = np.load(path).astype(np.float32)
+        hint = hint.reshape(1, 1, *hint.shape[-2:])
+        if do_flip:
+            hint = hint[..., ::-1].copy()
+        hint = torch.nn.functional.interpolate(torch.from_numpy(hint), (self.height, self.width), mode="nearest")
+        return hint[0]
+
     def get_intrinsics(self, folder):
         """Normalised 4 x 4 K (row 0 divided by width, row 1 by height)."""
         return self.K.copy()
 
     # --- shared logic
+    def intrinsics_pyramid(self, folder):
+        """("K", s) and ("inv_K", s): the normalised K scaled to each level's pixels."""
+        out = {}
+        K = self.get_intrinsics(folder)
+        for scale in range(self.num_scales):
+            Ks = K.copy()
+            Ks[0, :] *= self.width // (2 ** scale)
+            Ks[1, :] *= self.height // (2 ** scale)
+            out[("K", scale)] = torch.from_numpy(Ks)
+            out[("inv_K", scale)] = torch.from_numpy(np.linalg.pinv(Ks))
+        return out
+
     def parse_line(self, index):
         line = self.filenames[index].split()
         if len(line) not in (2, 3):
@@ -152,13 +180,7 @@ class MonoDataset(data.Dataset):
                 inputs[("color", i, -1)] = self.get_color(folder, frame_index, other_side, do_flip)
             else:
                 inputs[("color", i, -1)] = self.get_color(folder, frame_index + i, side, do_flip)
-        K = self.get_intrinsics(folder)
-        for scale in range(self.num_scales):
-            Ks = K.copy()
-            Ks[0, :] *= self.width // (2 ** scale)
-            Ks[1, :] *= self.height // (2 ** scale)
-            inputs[("K", scale)] = torch.from_numpy(Ks)
-            inputs[("inv_K", scale)] = torch.from_numpy(np.linalg.pinv(Ks))
+        inputs.update(self.intrinsics_pyramid(folder))
         jitter = sample_color_jitter(rng) if do_color_aug else None
         self.preprocess(inputs, jitter)
         for i in self.frame_ids:
@@ -167,6 +189,10 @@ class MonoDataset(data.Dataset):
         if self.load_depth:
             depth_gt = self.get_depth(folder, frame_index, side, do_flip)
             inputs["depth_gt"] = torch.from_numpy(np.expand_dims(depth_gt, 0).astype(np.float32))
+        if self.depth_hint_path:
+            hint = self.get_depth_hint(folder, frame_index, side, do_flip)
+            inputs["depth_hint"] = hint
+            inputs["depth_hint_mask"] = (hint > 0).float()
         if "s" in self.frame_ids:
             stereo_T = np.eye(4, dtype=np.float32)
             baseline_sign = -1 if do_flip else 1

@@ -74,6 +74,16 @@ def test_missing_image_names_file_and_split_line(world, tmp_path):
         ds[0]
 
 
+def test_missing_calibration_names_file_and_line(world, tmp_path):
+    import shutil
+    root = tmp_path / "copy"
+    shutil.copytree(world.out, root, ignore=shutil.ignore_patterns("*.jpg", "depth_dense", "proj_depth"))
+    os.remove(root / sw.DATE / "calib_velo_to_cam.txt")
+    ds = KITTIRAWDataset(str(root), lines(world)[:1], 96, 320, [0], 1, img_ext=".png", split_file="train_files.txt")
+    with pytest.raises(FileNotFoundError, match=r"calib_velo_to_cam.txt.*line 1 of train_files.txt"):
+        ds[0]
+
+
 def test_jpg_and_missing_jpg_hint(world, tmp_path):
     ds = KITTIRAWDataset(world.out, lines(world)[:1], 96, 320, [0], 1, img_ext=".jpg")
     assert ds[0][("color", 0, 0)].shape == (3, 96, 320)  # the world was written with --jpg

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import networks
+from helpers.batch import fake_batch
 from networks.resnet_encoder import ResnetEncoder
 
 LAYOUT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "design", "monodepth2_weight_layout.json")
@@ -96,7 +97,7 @@ def test_every_pose_model_type_trains_a_step(pose_type):
     opt = MonodepthOptions().parse(["--weights_init", "scratch", "--height", "64", "--width", "96",
                                     "--batch_size", "2", "--pose_model_type", pose_type])
     m = Monodepth2(opt)
-    inputs = _fake_batch(opt)
+    inputs = fake_batch(opt)
     out = m(inputs)
     terms, logs = m.compute_losses(inputs, out)
     loss = sum(terms.values())
@@ -104,27 +105,6 @@ def test_every_pose_model_type_trains_a_step(pose_type):
     assert torch.isfinite(loss) and set(logs) == {"loss/0", "loss/1", "loss/2", "loss/3"}
     grads = [p.grad for p in m.models["pose"].parameters() if p.grad is not None]
     assert grads and sum(g.abs().sum() for g in grads) > 0
-
-
-def _fake_batch(opt, b=2):
-    from datasets.kitti_dataset import KITTI_K
-    import numpy as np
-    inputs = {}
-    for f in opt.frame_ids:
-        for s in range(4):
-            x = torch.rand(b, 3, opt.height // 2 ** s, opt.width // 2 ** s)
-            inputs[("color", f, s)] = x
-            inputs[("color_aug", f, s)] = x
-    for s in range(4):
-        K = KITTI_K.copy()
-        K[0] *= opt.width // 2 ** s
-        K[1] *= opt.height // 2 ** s
-        inputs[("K", s)] = torch.from_numpy(K)[None].repeat(b, 1, 1)
-        inputs[("inv_K", s)] = torch.from_numpy(np.linalg.pinv(K))[None].repeat(b, 1, 1)
-    T = torch.eye(4)[None].repeat(b, 1, 1)
-    T[:, 0, 3] = -0.1
-    inputs["stereo_T"] = T
-    return inputs
 
 
 @pytest.mark.parametrize("flags", [["--v1_multiscale"], ["--avg_reprojection"], ["--no_ssim"],
@@ -137,7 +117,7 @@ def test_ablation_flags_give_finite_losses(flags):
     opt = MonodepthOptions().parse(["--weights_init", "scratch", "--height", "64", "--width", "96",
                                     "--batch_size", "2"] + flags)
     m = Monodepth2(opt)
-    inputs = _fake_batch(opt)
+    inputs = fake_batch(opt)
     terms, _ = m.compute_losses(inputs, m(inputs))
     total = sum(terms.values())
     assert torch.isfinite(total) and 0 < total.item() < 1

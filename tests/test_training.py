@@ -118,34 +118,12 @@ def test_config_preset_and_explicit_flags(tmp_path):
 
 
 @pytest.mark.slow
-def test_learning_beats_untrained_and_constant_predictors(tmp_path):
-    """Trains on a fresh default-size world; prints the three abs_rel values."""
-    from datasets import synthetic_world as sw
-    from evaluate_depth import evaluate_predictions
-    from export_gt_depth import export_gt_depths
-    out = str(tmp_path / "world")
-    sw.generate(sw.Config(out=out, drives=2, frames=60), progress=False)
-    split = os.path.join(out, "splits", "synthetic")
-    _, gts = export_gt_depths(out, split, "velodyne", "exact", progress=False)
-    opt = MonodepthOptions().parse([
-        "--data_path", out, "--split", split, "--png", "--height", "96", "--width", "320",
-        "--weights_init", "scratch", "--batch_size", "4", "--num_epochs", "30", "--num_workers", "2",
-        "--learning_rate", "2e-4", "--scheduler_step_size", "25", "--log_dir", str(tmp_path),
-        "--model_name", "learn", "--log_frequency", "1000", "--no_progress"])
-    trainer = Trainer(opt)
-
-    def abs_rel():
-        from evaluate_depth import predict_disparities
-        with open(os.path.join(split, "test_files.txt")) as f:
-            lines = f.read().splitlines()
-        trainer.method.eval()
-        opt.post_process, opt.num_workers = False, 0
-        disps = predict_disparities(opt, lines, out, trainer.method.predict_disp, 96, 320, trainer.device)
-        trainer.method.train()
-        return evaluate_predictions(disps, gts, "eigen", True, 1.0)[0]["abs_rel"]
-    untrained = abs_rel()
-    constant = evaluate_predictions(np.ones((len(gts), 96, 320)), gts, "eigen", True, 1.0)[0]["abs_rel"]
-    trainer.train()
-    trained = abs_rel()
-    print(f"\nabs_rel: trained {trained:.3f} | untrained {untrained:.3f} | constant depth {constant:.3f}")
-    assert trained < 0.8 * min(untrained, constant)
+def test_quickstart_learns_beyond_untrained_and_constant_predictors(tmp_path):
+    """The README's first command on a fresh default world (about 10 minutes on 2 cores)."""
+    import quickstart
+    trained, untrained, constant = quickstart.main(["--data_path", str(tmp_path / "world"),
+                                                    "--log_dir", str(tmp_path / "runs")])
+    print(f"\nabs_rel: trained {trained['abs_rel']:.3f} | untrained {untrained['abs_rel']:.3f} | "
+          f"constant depth {constant['abs_rel']:.3f}")
+    assert trained["abs_rel"] < 0.8 * min(untrained["abs_rel"], constant["abs_rel"])
+    assert (tmp_path / "runs" / "quickstart" / "example_disp.jpeg").is_file()
