@@ -54,6 +54,9 @@ class MonodepthOptions:
         g.add_argument("--pose_model_type", type=str, default="separate_resnet",
                        choices=["separate_resnet", "shared", "posecnn"])
         g.add_argument("--pose_model_input", type=str, default="pairs", choices=["pairs", "all"])
+        g.add_argument("--disp_bias_init", type=float,
+                       help="initial bias of the disparity outputs (default: PyTorch's init, as "
+                            "monodepth2); e.g. -3 starts from-scratch training at mid-range depth")
         g.add_argument("--min_depth", type=float, default=0.1)
         g.add_argument("--max_depth", type=float, default=100.0)
 

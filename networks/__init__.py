@@ -10,7 +10,11 @@ def build_depth_encoder(opt):
 
 
 def build_depth_decoder(opt, num_ch_enc, num_output_channels=1):
-    return DepthDecoder(num_ch_enc, opt.scales, num_output_channels)
+    decoder = DepthDecoder(num_ch_enc, opt.scales, num_output_channels)
+    bias = getattr(opt, "disp_bias_init", None)
+    if bias is not None and num_output_channels == 1:
+        decoder.init_disparity_bias(bias)
+    return decoder
 
 
 def build_pose_networks(opt, depth_encoder_channels, num_pose_frames):
