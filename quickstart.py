@@ -3,9 +3,10 @@
     python quickstart.py [--data_path synthetic_data] [--epochs 12]
 
 1. writes the synthetic KITTI-format world to --data_path if it is not there yet;
-2. trains a monocular ResNet-18 (configs/synthetic_quickstart.yaml) from scratch;
-3. exports the test split's ground truth and evaluates the last weights (mono protocol),
-   beside an untrained network and a constant-depth predictor for reference;
+2. trains a stereo ResNet-18 (configs/synthetic_quickstart.yaml) from scratch;
+3. exports the test split's ground truth and evaluates the last weights: metric depth
+   (stereo protocol, x5.4), and with per-image median scaling beside an untrained network
+   and a constant-depth predictor for reference;
 4. writes a coloured depth image of one test frame with test_simple.py.
 """
 import argparse
@@ -25,11 +26,11 @@ def main(argv=None):
     p.add_argument("--data_path", default="synthetic_data")
     p.add_argument("--log_dir", default="runs")
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--num_workers", type=int, default=1)
     args = p.parse_args(argv)
     sys.path.insert(0, PROJECT_DIR)
     from datasets import synthetic_world as sw
-    from evaluate_depth import evaluate_predictions, predict_disparities, print_table
+    from evaluate_depth import STEREO_SCALE_FACTOR, evaluate_predictions, predict_disparities, print_table
     from export_gt_depth import export_gt_depths
     from options import MonodepthOptions
     from trainer import Trainer
@@ -44,30 +45,34 @@ def main(argv=None):
     opt = MonodepthOptions().parse([
         "--config", os.path.join(PROJECT_DIR, "configs", "synthetic_quickstart.yaml"),
         "--data_path", args.data_path, "--split", split, "--log_dir", args.log_dir,
-        "--num_epochs", str(args.epochs), "--num_workers", str(args.num_workers)])
+        "--num_epochs", str(args.epochs), "--num_workers", str(args.num_workers),
+        "--cache_dir", os.path.join(args.data_path, "cache")])
     trainer = Trainer(opt)
     _, gts = export_gt_depths(args.data_path, split, "velodyne", "exact", progress=False)
     with open(os.path.join(split, "test_files.txt")) as f:
         test_lines = f.read().splitlines()
 
-    def score():
+    def predict():
         trainer.method.eval()
         disps = predict_disparities(opt, test_lines, args.data_path, trainer.method.predict_disp,
                                     opt.height, opt.width, trainer.device)
         trainer.method.train()
-        return evaluate_predictions(disps, gts, "eigen", True, 1.0)[0]
+        return disps
 
-    untrained = score()
+    untrained = evaluate_predictions(predict(), gts, "eigen", True, 1.0)[0]
     trainer.train()
-    trained = score()
+    disps = predict()
+    metric = evaluate_predictions(disps, gts, "eigen", False, STEREO_SCALE_FACTOR)[0]
+    trained = evaluate_predictions(disps, gts, "eigen", True, 1.0)[0]
     constant = evaluate_predictions(np.ones((len(gts), opt.height, opt.width)), gts, "eigen", True, 1.0)[0]
-    print("\n-> test split of the synthetic world (mono protocol, median scaling)")
-    print_table(trained)
-    print(f"\n   abs_rel: trained {trained['abs_rel']:.3f} | untrained network {untrained['abs_rel']:.3f} "
-          f"| constant depth {constant['abs_rel']:.3f}")
+    print("\n-> test drive of the synthetic world, metric depth (stereo protocol: x5.4, no scaling)")
+    print_table(metric)
+    print(f"\n   abs_rel with per-image median scaling: trained {trained['abs_rel']:.3f} | untrained "
+          f"network {untrained['abs_rel']:.3f} | constant depth {constant['abs_rel']:.3f}")
     weights = os.path.join(args.log_dir, opt.model_name, "models", f"weights_{opt.num_epochs - 1}")
     with open(os.path.join(args.log_dir, opt.model_name, "quickstart_metrics.json"), "w") as f:
-        json.dump({"trained": trained, "untrained": untrained, "constant": constant}, f, indent=1)
+        json.dump({"trained_metric": metric, "trained": trained, "untrained": untrained, "constant": constant},
+                  f, indent=1)
     folder, frame, _ = test_lines[len(test_lines) // 2].split()
     image = os.path.join(args.data_path, folder, "image_02", "data", f"{int(frame):010d}.png")
     target = os.path.join(args.log_dir, opt.model_name, "example.png")
@@ -75,7 +80,7 @@ def main(argv=None):
     test_simple.main(["--image_path", target, "--load_weights_folder", weights])
     print(f"-> done in {(time.time() - start) / 60:.1f} min; weights in {weights}, depth image "
           f"{target[:-4]}_disp.jpeg, TensorBoard logs in {os.path.join(args.log_dir, opt.model_name)}")
-    return trained, untrained, constant
+    return metric, trained, untrained, constant
 
 
 if __name__ == "__main__":

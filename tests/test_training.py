@@ -119,11 +119,12 @@ def test_config_preset_and_explicit_flags(tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_learns_beyond_untrained_and_constant_predictors(tmp_path):
-    """The README's first command on a fresh default world (about 10 minutes on 2 cores)."""
+    """The README's first command on a fresh default world (about 6 minutes on 2 cores)."""
     import quickstart
-    trained, untrained, constant = quickstart.main(["--data_path", str(tmp_path / "world"),
-                                                    "--log_dir", str(tmp_path / "runs")])
+    metric, trained, untrained, constant = quickstart.main(["--data_path", str(tmp_path / "world"),
+                                                            "--log_dir", str(tmp_path / "runs")])
     print(f"\nabs_rel: trained {trained['abs_rel']:.3f} | untrained {untrained['abs_rel']:.3f} | "
           f"constant depth {constant['abs_rel']:.3f}")
     assert trained["abs_rel"] < 0.8 * min(untrained["abs_rel"], constant["abs_rel"])
+    assert metric["abs_rel"] < 0.3  # metric depth from the stereo scale, no median scaling
     assert (tmp_path / "runs" / "quickstart" / "example_disp.jpeg").is_file()
