@@ -81,8 +81,8 @@ def fuse_candidates(candidates, base, other, base_is_left):
     T[:, 0, 3] = -STEREO_BASELINE if base_is_left else STEREO_BASELINE
     depth = torch.from_numpy(candidates)[:, None]
     valid = depth > 0
-    base_t = torch.from_numpy(base).permute(2, 0, 1).float()[None] / 255
-    other_t = torch.from_numpy(other).permute(2, 0, 1).float()[None].repeat(n, 1, 1, 1) / 255
+    base_t = torch.from_numpy(np.array(base)).permute(2, 0, 1).float()[None] / 255
+    other_t = torch.from_numpy(np.array(other)).permute(2, 0, 1).float()[None].repeat(n, 1, 1, 1) / 255
     with torch.no_grad():
         grid = Project3D(n, h, w)(BackprojectDepth(n, h, w)(torch.where(valid, depth, torch.ones_like(depth)),
                                                              inv_K), K_t, T)
