@@ -76,9 +76,9 @@ def test_pose_pairs_ordering_and_scale():
     assert torch.allclose(aa1, 0.01 * raw[..., :3], atol=1e-7)
 
 
-@pytest.mark.skipif(not os.path.isfile(LAYOUT), reason="shared/design layout file not beside the project")
 def test_parameter_names_and_shapes_match_monodepth2_files():
-    with open(LAYOUT) as f:
+    from conftest import require_shared
+    with open(require_shared(LAYOUT, "monodepth2's weight layout")) as f:
         layout = json.load(f)
     enc = ResnetEncoder(18, False)
     models = {"encoder.pth": enc, "depth.pth": networks.DepthDecoder(enc.num_ch_enc),
