@@ -26,26 +26,16 @@ def min_reprojection(reprojection_losses, identity_losses=None, avg_reprojection
     """Per-pixel minimum (or mean) over sources, with auto-masking when identity losses are
     given. reprojection_losses, identity_losses: B x n_sources x H x W.
 
-    Returns (to_optimise B x H x W, automask B x 1 x H x W: 1 where a reprojection won)."""
+    Returns (to_optimise B x H x W, automask B x 1 x H x W where a reprojection won, or None)."""
     if avg_reprojection:
-        reprojection = reprojection_losses.mean(1, keepdim=True)
-    else:
-        reprojection = reprojection_losses
+        reprojection_losses = reprojection_losses.mean(1, keepdim=True)
     if identity_losses is None:
-        combined = reprojection
-        automask = None
-    else:
-        if avg_reprojection:
-            identity_losses = identity_losses.mean(1, keepdim=True)
-        identity_losses = identity_losses + torch.randn_like(identity_losses) * IDENTITY_NOISE
-        combined = torch.cat([identity_losses, reprojection], 1)
-        automask = None
-    if combined.shape[1] == 1:
-        to_optimise, idxs = combined[:, 0], torch.zeros_like(combined[:, 0], dtype=torch.long)
-    else:
-        to_optimise, idxs = torch.min(combined, dim=1)
-    if identity_losses is not None:
-        automask = (idxs > identity_losses.shape[1] - 1).float().unsqueeze(1)
+        return reprojection_losses.min(1)[0], None
+    if avg_reprojection:
+        identity_losses = identity_losses.mean(1, keepdim=True)
+    identity_losses = identity_losses + torch.randn_like(identity_losses) * IDENTITY_NOISE
+    to_optimise, idxs = torch.min(torch.cat([identity_losses, reprojection_losses], 1), dim=1)
+    automask = (idxs >= identity_losses.shape[1]).float().unsqueeze(1)
     return to_optimise, automask
 
 

@@ -128,15 +128,20 @@ class Monodepth2(Method):
 
     # --------------------------------------------------------------------- losses
     def photometric_errors(self, inputs, outputs, scale):
-        """(reprojection errors B x n x H x W, identity errors or None) at one scale."""
+        """(reprojection errors B x n x H x W, identity errors or None) at one scale. The
+        identity errors depend only on the source scale (always 0 unless --v1_multiscale),
+        so they are computed once per step and kept in outputs."""
         source_scale = scale if self.opt.v1_multiscale else 0
         target = inputs[("color", 0, source_scale)]
         reprojection = torch.cat([self.reprojection(outputs[("color", f, scale)], target)
                                   for f in self.frame_ids[1:]], 1)
         identity = None
         if not self.opt.disable_automasking:
-            identity = torch.cat([self.reprojection(inputs[("color", f, source_scale)], target)
-                                  for f in self.frame_ids[1:]], 1)
+            key = ("identity_error", source_scale)
+            if key not in outputs:
+                outputs[key] = torch.cat([self.reprojection(inputs[("color", f, source_scale)], target)
+                                          for f in self.frame_ids[1:]], 1)
+            identity = outputs[key]
         return reprojection, identity
 
     def compute_losses(self, inputs, outputs):
