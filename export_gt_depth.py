@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from datasets.kitti_utils import LIDAR_CONVENTIONS, generate_depth_map
 from options import read_split_file, resolve_split_dir
-from utils import atomic_write_bytes
+from utils import atomic_numpy_save
 
 
 def export_gt_depths(data_path, split, gt_source=None, lidar_convention="monodepth2", progress=True):
@@ -54,10 +54,7 @@ def export_gt_depths(data_path, split, gt_source=None, lidar_convention="monodep
     out = os.path.join(split_dir, "gt_depths.npz")
     array = np.empty(len(gt_depths), dtype=object)  # ragged: frames may differ in size
     array[:] = gt_depths
-    import io
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, data=array)
-    atomic_write_bytes(out, buffer.getvalue())
+    atomic_numpy_save(out, data=array)
     return out, gt_depths
 
 

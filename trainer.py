@@ -4,7 +4,6 @@ and the schedule, and owns everything around that: single process or DDP (torchr
 AMP, resumable state, per-epoch validation, logging and monodepth2-format weight folders.
 """
 import contextlib
-import io
 import json
 import math
 import os
@@ -22,6 +21,7 @@ from tqdm import tqdm
 from datasets import DATASETS
 from datasets.fast_loader import FastMonoDataset, device_augment
 from evaluate_depth import batch_depth_metrics
+from layers import disp_to_depth
 from methods import build_method
 from options import read_split_file, resolve_split_dir
 from utils import atomic_torch_save, atomic_write_bytes, seed_everything, sec_to_hm_str
@@ -394,7 +394,6 @@ class Trainer:
                 inputs = self._to_device(inputs)
                 with self.autocast():
                     disp = self.method.predict_disp(inputs[("color", 0, 0)])
-                from layers import disp_to_depth
                 _, depth = disp_to_depth(disp.float(), opt.min_depth, opt.max_depth)
                 metrics = batch_depth_metrics(depth, inputs["depth_gt"])
                 n = inputs["depth_gt"].shape[0]
@@ -467,7 +466,7 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         self.method.save_weights(tmp, {"height": self.opt.height, "width": self.opt.width,
                                        "use_stereo": self.opt.use_stereo})
-        atomic_torch_save(self.optimizer.state_dict(), os.path.join(tmp, "adam.pth"))
+        atomic_torch_save(self.optimizer.state_dict(), os.path.join(tmp, "adam.pth"))  # monodepth2 name
         old = folder + ".old"
         if os.path.isdir(folder):
             shutil.rmtree(old, ignore_errors=True)
@@ -495,11 +494,9 @@ class Trainer:
                  "nonfinite_in_row": self.nonfinite_in_row, "options": vars(self.opt)}
         os.makedirs(self.state_dir, exist_ok=True)
         last = os.path.join(self.state_dir, "last.pt")
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
         if os.path.isfile(last):
             os.replace(last, os.path.join(self.state_dir, "previous.pt"))
-        atomic_write_bytes(last, buffer.getvalue())
+        atomic_torch_save(state, last)
         return last
 
     def _load_state_file(self, path):

@@ -32,6 +32,16 @@ def atomic_torch_save(obj, path):
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def atomic_numpy_save(path, array=None, **arrays):
+    """np.save (one array) or np.savez_compressed (named arrays), written atomically."""
+    buffer = io.BytesIO()
+    if arrays:
+        np.savez_compressed(buffer, **arrays)
+    else:
+        np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)

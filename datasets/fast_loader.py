@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from utils import atomic_write_bytes
+from utils import atomic_numpy_save
 
 from .mono_dataset import sample_color_jitter
 
@@ -49,10 +49,7 @@ class FastMonoDataset(torch.utils.data.Dataset):
         img = base.load_image(path, base._index).resize((base.width, base.height), Image.LANCZOS)
         arr = np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1))
         if cached:
-            import io
-            buffer = io.BytesIO()
-            np.save(buffer, arr)
-            atomic_write_bytes(cached, buffer.getvalue())
+            atomic_numpy_save(cached, arr)
         return arr
 
     def __getitem__(self, index):

@@ -63,7 +63,7 @@ class KITTIOdomDataset(KITTIDataset):
                             f"image_{self.side_map[side]}", f"{frame_index:06d}{self.img_ext}")
 
 
-class KITTIDepthDataset(KITTIDataset):
+class KITTIDepthDataset(KITTIRAWDataset):
     """KITTI raw images with the depth benchmark's improved ground truth
     (<drive>/proj_depth/groundtruth/image_0{2,3}/%010d.png, uint16 depth x 256)."""
 
@@ -76,10 +76,6 @@ class KITTIDepthDataset(KITTIDataset):
             return False
         folder, frame_index, side = self.parse_line(0)
         return os.path.isfile(self.depth_path(folder, frame_index, side or "l"))
-
-    def get_image_path(self, folder, frame_index, side):
-        return os.path.join(self.data_path, folder, f"image_0{self.side_map[side]}", "data",
-                            f"{frame_index:010d}{self.img_ext}")
 
     def get_depth(self, folder, frame_index, side, do_flip):
         path = self.depth_path(folder, frame_index, side)

@@ -7,7 +7,6 @@ Needs the stereo frame ("s") and the batch keys "depth_hint" / "depth_hint_mask"
 (datasets load them with --use_depth_hints, see precompute_depth_hints.py).
 """
 import torch
-import torch.nn.functional as F
 
 from layers import warp
 from losses import IDENTITY_NOISE, smoothness_loss

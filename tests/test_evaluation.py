@@ -9,7 +9,6 @@ import pytest
 
 import evaluate_depth as ed
 from datasets import kitti_utils
-from datasets import synthetic_world as sw
 from evaluate_pose import compute_ate, dump_xyz
 from export_gt_depth import export_gt_depths
 from layers import compute_depth_errors

@@ -99,7 +99,7 @@ def test_evaluate_from_weights_folder_and_refuses_stereo_scaling_of_mono_model(t
 
 
 def test_stereo_training_has_no_pose_network(static_world, tmp_path):
-    t = Trainer(_opt(static_world, tmp_path, "--use_stereo", "--frame_ids", "0", "--max_steps", "1")).train()
+    Trainer(_opt(static_world, tmp_path, "--use_stereo", "--frame_ids", "0", "--max_steps", "1")).train()
     folder = os.path.join(tmp_path, "m", "models", "weights_0")
     assert sorted(os.listdir(folder)) == ["adam.pth", "depth.pth", "encoder.pth"]
     assert torch.load(os.path.join(folder, "encoder.pth"), weights_only=True)["use_stereo"] is True
