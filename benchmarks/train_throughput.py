@@ -7,6 +7,7 @@ configurations on the synthetic world (generated into a temporary folder if no
 --data_path is given) and prints one row per configuration. Timings exclude warm-up.
 """
 import argparse
+import multiprocessing
 import os
 import resource
 import sys
@@ -76,6 +77,21 @@ def run(data_path, height, width, batch, steps, warmup, device, workers, extra):
     return steps * batch / total, wait / total, mem, trainer.device.type
 
 
+def _child(queue, *args):
+    queue.put(run(*args))
+
+
+def run_in_child(*args):
+    """run() in a fresh (non-daemonic, so it may start loader workers) spawned process."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, *args))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data_path", help="a synthetic world (default: generate one)")
@@ -100,10 +116,11 @@ def main():
             flags = extra + (["--fast_loader", "--cache_dir", cache] if path == "fast" else [])
             if path == "fast":  # fill the cache first: the table reports the steady state
                 fill_cache(data_path, h, w, flags)
-            ex_s, wait, mem, dev = run(data_path, h, w, b, args.steps, args.warmup, args.device,
-                                       args.num_workers, flags)
+            # a fresh process per row: peak RSS (ru_maxrss) is per process, never reset
+            ex_s, wait, mem, dev = run_in_child(data_path, h, w, b, args.steps, args.warmup, args.device,
+                                                args.num_workers, flags)
             rows.append((name, path, dev, ex_s, 100 * wait, mem))
-    mem_label = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB (process, cumulative)"
+    mem_label = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB (main process)"
     print(f"\n| configuration | input path | device | examples/s | data wait % | {mem_label} |")
     print("|---|---|---|---|---|---|")
     for name, path, dev, ex_s, wait, mem in rows:
