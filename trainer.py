@@ -494,9 +494,11 @@ class Trainer:
                  "nonfinite_in_row": self.nonfinite_in_row, "options": vars(self.opt)}
         os.makedirs(self.state_dir, exist_ok=True)
         last = os.path.join(self.state_dir, "last.pt")
+        incoming = os.path.join(self.state_dir, "incoming.pt")
+        atomic_torch_save(state, incoming)  # complete on disk before the rotation
         if os.path.isfile(last):
             os.replace(last, os.path.join(self.state_dir, "previous.pt"))
-        atomic_torch_save(state, last)
+        os.replace(incoming, last)
         return last
 
     def _load_state_file(self, path):
@@ -509,7 +511,7 @@ class Trainer:
 
     def _resume(self):
         state = None
-        for name in ("last.pt", "previous.pt"):
+        for name in ("incoming.pt", "last.pt", "previous.pt"):  # newest complete state first
             path = os.path.join(self.state_dir, name)
             if os.path.isfile(path):
                 state = self._load_state_file(path)
