@@ -182,6 +182,14 @@ def imu_to_cam_matrix(calib_dir, cam=2):
     return T_cam_cam0 @ R_rect @ T_cam0_velo @ T_velo_imu
 
 
+def camera_poses_from_oxts(drive_dir, calib_dir, frames, cam=2):
+    """Camera-to-world 4x4 poses of rectified camera `cam` for the given frames of a drive,
+    from its oxts packets (world origin at the first frame's IMU)."""
+    packets = [read_oxts_file(os.path.join(drive_dir, "oxts", "data", f"{int(i):010d}.txt")) for i in frames]
+    T_cam_imu = imu_to_cam_matrix(calib_dir, cam)
+    return [T @ np.linalg.inv(T_cam_imu) for T in oxts_to_poses(packets)]
+
+
 def read_poses_file(path):
     """KITTI odometry poses: one 3x4 row-major camera-to-world matrix per line -> N x 4 x 4."""
     if not os.path.isfile(path):

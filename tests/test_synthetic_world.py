@@ -150,11 +150,7 @@ def test_stereo_pair_is_consistent_with_baseline(world):
 def test_consecutive_frames_match_oxts_and_odometry_poses(world):
     d = _drive_dir(world)
     calib_dir = os.path.join(world.out, sw.DATE)
-    packets = [kitti_utils.read_oxts_file(os.path.join(d, "oxts", "data", f"{i:010d}.txt"))
-               for i in range(world.frames)]
-    T_w_imu = kitti_utils.oxts_to_poses(packets)
-    T_cam_imu = kitti_utils.imu_to_cam_matrix(calib_dir, cam=2)
-    T_w_cam = [T @ np.linalg.inv(T_cam_imu) for T in T_w_imu]
+    T_w_cam = kitti_utils.camera_poses_from_oxts(d, calib_dir, range(world.frames), cam=2)
     odo = kitti_utils.read_poses_file(os.path.join(world.out, "odometry", "poses", "00.txt"))
     np.testing.assert_allclose(odo[0], np.eye(4), atol=1e-9)
     K = sw.intrinsics(1242, 375)
@@ -188,10 +184,8 @@ def test_moving_objects_have_masks_and_move(world):
     assert odo_mask.shape == (375, 1242) and abs(odo_mask.mean() - areas[4]) < 1e-6
     # a box that moves with the camera keeps its image position: static warping fails on it
     K = sw.intrinsics(1242, 375)
-    packets = [kitti_utils.read_oxts_file(os.path.join(d, "oxts", "data", f"{i:010d}.txt")) for i in (4, 5)]
-    T_w_imu = kitti_utils.oxts_to_poses(packets)
-    T_cam_imu = kitti_utils.imu_to_cam_matrix(os.path.join(world.out, sw.DATE), cam=2)
-    T = np.linalg.inv(T_w_imu[1] @ np.linalg.inv(T_cam_imu)) @ (T_w_imu[0] @ np.linalg.inv(T_cam_imu))
+    T_w_cam = kitti_utils.camera_poses_from_oxts(d, os.path.join(world.out, sw.DATE), (4, 5), cam=2)
+    T = np.linalg.inv(T_w_cam[1]) @ T_w_cam[0]
     depth = _depth(world, 4)
     mask = cv2.imread(os.path.join(d, "mvobj_mask", "image_02", "data", f"{4:010d}.png"), 0) > 0
     target = _load_rgb(os.path.join(d, "image_02", "data", f"{4:010d}.png"))

@@ -16,13 +16,9 @@ H, W = 96, 320
 
 
 def _true_pose(world, drive_dir, frame, source):
-    calib = os.path.join(world.out, sw.DATE)
-    packets = [kitti_utils.read_oxts_file(os.path.join(drive_dir, "oxts", "data", f"{i:010d}.txt"))
-               for i in (frame, source)]
-    T_w_imu = kitti_utils.oxts_to_poses(packets)
-    T_cam_imu = kitti_utils.imu_to_cam_matrix(calib, 2)
-    T_w_cam = [T @ np.linalg.inv(T_cam_imu) for T in T_w_imu]
-    return np.linalg.inv(T_w_cam[1]) @ T_w_cam[0]  # target camera -> source camera
+    """Target camera -> source camera, from the drive's oxts."""
+    T_w_cam = kitti_utils.camera_poses_from_oxts(drive_dir, os.path.join(world.out, sw.DATE), [frame, source])
+    return np.linalg.inv(T_w_cam[1]) @ T_w_cam[0]
 
 
 def test_true_depth_and_pose_reproduce_the_target(world):
