@@ -91,6 +91,9 @@ class MonodepthOptions:
         g.add_argument("--num_workers", type=int, default=12)
         g.add_argument("--log_frequency", type=int, default=250, help="steps between logs")
         g.add_argument("--save_frequency", type=int, default=1, help="epochs between weight folders")
+        g.add_argument("--keep_weights", type=int, default=0,
+                       help="keep only the newest N weights_<epoch> folders (0: keep all, as monodepth2; "
+                            "weights_best is always kept). A ResNet-18 folder is ~310 MB with adam.pth")
         g.add_argument("--no_progress", action="store_true", help="no progress bar")
         g.add_argument("--resume", action="store_true",
                        help="continue {log_dir}/{model_name} from its last saved state")
@@ -177,6 +180,9 @@ def check_options(opt):
         raise SystemExit("--frame_ids 0 alone needs --use_stereo (nothing to reconstruct from)")
     if opt.use_depth_hints and not opt.use_stereo:
         raise SystemExit("--use_depth_hints needs --use_stereo (hints come from the stereo pair)")
+    if opt.keep_weights < 0 or opt.save_frequency < 1:
+        raise SystemExit(f"--keep_weights must be >= 0 (got {opt.keep_weights}) and --save_frequency >= 1 "
+                         f"(got {opt.save_frequency})")
     if opt.use_depth_hints and opt.v1_multiscale:
         raise SystemExit("--use_depth_hints does not support --v1_multiscale")
     return opt

@@ -473,7 +473,16 @@ class Trainer:
             os.replace(folder, old)
         os.replace(tmp, folder)
         shutil.rmtree(old, ignore_errors=True)
+        if name is None and self.opt.keep_weights > 0:
+            self._prune_weight_folders(models_dir)
         return folder
+
+    def _prune_weight_folders(self, models_dir):
+        """--keep_weights N: remove all but the newest N weights_<epoch> folders."""
+        epochs = sorted(int(d[len("weights_"):]) for d in os.listdir(models_dir)
+                        if d.startswith("weights_") and d[len("weights_"):].isdigit())
+        for epoch in epochs[:-self.opt.keep_weights]:
+            shutil.rmtree(os.path.join(models_dir, f"weights_{epoch}"), ignore_errors=True)
 
     def _rng_state(self):
         state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}

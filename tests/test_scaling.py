@@ -108,10 +108,13 @@ def test_bf16_channels_last_tracks_float32(static_world, tmp_path):
     curves = {}
     for name, extra in (("fp32", []), ("bf16", ["--amp", "bf16", "--channels_last"])):
         t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path / name, *extra, steps=50)
-                                             + ["--num_epochs", "7"]))
+                                             + ["--num_epochs", "7", "--keep_weights", "1"]))
         t.train()
         curves[name] = np.array(t.loss_history)
     assert len(curves["bf16"]) == 50 and np.isfinite(curves["bf16"]).all()
+    # --keep_weights 1: only the newest epoch folder (weights_6) remains beside weights_best
+    folders = sorted(d for d in os.listdir(tmp_path / "fp32" / "m" / "models") if d.startswith("weights_"))
+    assert folders == ["weights_6", "weights_best"], folders
     a, b = curves["fp32"], curves["bf16"]
     smooth = lambda x: np.convolve(x, np.ones(10) / 10, mode="valid")  # noqa: E731
     rel = np.abs(smooth(a) - smooth(b)) / smooth(a)
