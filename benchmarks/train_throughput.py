@@ -42,7 +42,18 @@ def fill_cache(data_path, height, width, flags):
         trainer.train_dataset[i]
 
 
-def run(data_path, height, width, batch, steps, warmup, device, workers, extra):
+def _batches(trainer, reuse):
+    """The loader's batches, or (reuse=True) its first batch over and over: no input cost at
+    all, the ceiling any input path can reach for this model and device."""
+    if reuse:
+        first = next(iter(trainer.train_loader))
+        while True:
+            yield first
+    while True:
+        yield from trainer.train_loader
+
+
+def run(data_path, height, width, batch, steps, warmup, device, workers, extra, reuse=False):
     split = os.path.join(data_path, "splits", "synthetic")
     argv = ["--data_path", data_path, "--split", split, "--png", "--height", str(height), "--width", str(width),
             "--batch_size", str(batch), "--weights_init", "scratch", "--num_workers", str(workers),
@@ -54,24 +65,23 @@ def run(data_path, height, width, batch, steps, warmup, device, workers, extra):
         torch.cuda.reset_peak_memory_stats()
     wait = compute = 0.0
     done = 0
-    while done < steps + warmup:
+    t_data = time.perf_counter()
+    for inputs in _batches(trainer, reuse):
+        t0 = time.perf_counter()
+        _, _, loss, _, _ = trainer.process_batch(inputs)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        if done >= warmup:
+            wait += t0 - t_data
+            compute += t1 - t0
+        done += 1
         t_data = time.perf_counter()
-        for inputs in trainer.train_loader:
-            t0 = time.perf_counter()
-            _, _, loss, _, _ = trainer.process_batch(inputs)
-            trainer.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            trainer.optimizer.step()
-            if trainer.device.type == "cuda":
-                torch.cuda.synchronize()
-            t1 = time.perf_counter()
-            if done >= warmup:
-                wait += t0 - t_data
-                compute += t1 - t0
-            done += 1
-            t_data = time.perf_counter()
-            if done >= steps + warmup:
-                break
+        if done >= steps + warmup:
+            break
     total = wait + compute
     mem = torch.cuda.max_memory_allocated() / 2 ** 20 if trainer.device.type == "cuda" else peak_rss_mb()
     return steps * batch / total, wait / total, mem, trainer.device.type
@@ -100,8 +110,10 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--configs", nargs="+", help="subset of configuration names (substring match)")
-    p.add_argument("--paths", nargs="+", default=["default", "fast"], choices=["default", "fast"],
-                   help="input paths to compare: monodepth2's loader, --fast_loader with a cache")
+    p.add_argument("--paths", nargs="+", default=["default", "fast", "ceiling"],
+                   choices=["default", "fast", "ceiling"],
+                   help="input paths to compare: monodepth2's loader, --fast_loader with a cache, and "
+                        "the ceiling (one batch reused: the step alone, no input cost)")
     args, extra = p.parse_known_args()
     data_path = args.data_path
     if data_path is None:
@@ -113,12 +125,12 @@ def main():
         if args.configs and not any(c in name for c in args.configs):
             continue
         for path in args.paths:
-            flags = extra + (["--fast_loader", "--cache_dir", cache] if path == "fast" else [])
-            if path == "fast":  # fill the cache first: the table reports the steady state
+            flags = extra + (["--fast_loader", "--cache_dir", cache] if path != "default" else [])
+            if path != "default":  # fill the cache first: the table reports the steady state
                 fill_cache(data_path, h, w, flags)
             # a fresh process per row: peak RSS (ru_maxrss) is per process, never reset
             ex_s, wait, mem, dev = run_in_child(data_path, h, w, b, args.steps, args.warmup, args.device,
-                                                args.num_workers, flags)
+                                                args.num_workers, flags, path == "ceiling")
             rows.append((name, path, dev, ex_s, 100 * wait, mem))
     mem_label = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB (main process)"
     print(f"\n| configuration | input path | device | examples/s | data wait % | {mem_label} |")
