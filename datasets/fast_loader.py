@@ -46,22 +46,21 @@ class FastMonoDataset(torch.utils.data.Dataset):
                     return np.load(cached)
                 except (ValueError, OSError):
                     pass  # a damaged cache entry is rebuilt below
-        img = base.load_image(path, base._index).resize((base.width, base.height), Image.LANCZOS)
+        img = base.load_image(path).resize((base.width, base.height), Image.LANCZOS)
         arr = np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1))
         if cached:
             atomic_numpy_save(cached, arr)
         return arr
 
     def __getitem__(self, index):
-        epoch = 0
-        if isinstance(index, (tuple, list)):
-            index, epoch = index
+        return self.base.item_with_context(self._item, index)
+
+    def _item(self, index, epoch):
         base = self.base
         rng = base.item_rng(index, epoch)
         do_color_aug = base.is_train and rng.random() > 0.5
         do_flip = base.is_train and rng.random() > 0.5
         folder, frame_index, side = base.parse_line(index)
-        base._index = index
         inputs = {}
         for f in base.frame_ids:
             if f == "s":

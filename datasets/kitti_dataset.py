@@ -27,7 +27,7 @@ class KITTIDataset(MonoDataset):
         return os.path.join(self.data_path, folder, "velodyne_points", "data", f"{int(frame_index):010d}.bin")
 
     def get_color(self, folder, frame_index, side, do_flip):
-        color = self.load_image(self.get_image_path(folder, frame_index, side), self._index)
+        color = self.load_image(self.get_image_path(folder, frame_index, side))
         if do_flip:
             color = color.transpose(pil.FLIP_LEFT_RIGHT)
         return color
@@ -42,12 +42,8 @@ class KITTIRAWDataset(KITTIDataset):
 
     def get_depth(self, folder, frame_index, side, do_flip):
         calib_dir = os.path.join(self.data_path, folder.split("/")[0])
-        try:
-            depth_gt = generate_depth_map(calib_dir, self.velodyne_path(folder, frame_index),
-                                          self.side_map[side], convention="monodepth2_train")
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{e}; needed by line {self._index + 1} of {self.split_file or 'the split'}: "
-                                    f"{self.filenames[self._index]!r}") from None
+        depth_gt = generate_depth_map(calib_dir, self.velodyne_path(folder, frame_index),
+                                      self.side_map[side], convention="monodepth2_train")
         depth_gt = cv2.resize(depth_gt, self.full_res_shape, interpolation=cv2.INTER_NEAREST)
         return np.fliplr(depth_gt).copy() if do_flip else depth_gt
 

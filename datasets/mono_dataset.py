@@ -129,14 +129,25 @@ class MonoDataset(data.Dataset):
         side = line[2] if len(line) == 3 else None
         return folder, frame_index, side
 
-    def load_image(self, path, index):
+    def load_image(self, path):
         if not os.path.isfile(path):
             hint = ""
             if path.endswith(".jpg") and os.path.isfile(path[:-4] + ".png"):
                 hint = " (a .png exists: pass --png, or convert the images to .jpg)"
-            raise FileNotFoundError(f"image not found: {path}{hint}; needed by line {index + 1} "
-                                    f"of {self.split_file or 'the split'}: {self.filenames[index]!r}")
+            raise FileNotFoundError(f"image not found: {path}{hint}")
         return pil_loader(path)
+
+    def item_with_context(self, build, index):
+        """build(index, epoch), with a missing file reported together with the split line
+        that asked for it. index: an int, or (index, epoch) from the training sampler."""
+        epoch = 0
+        if isinstance(index, (tuple, list)):
+            index, epoch = index
+        try:
+            return build(index, epoch)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}; needed by line {index + 1} of {self.split_file or 'the split'}: "
+                                    f"{self.filenames[index]!r}") from None
 
     def preprocess(self, inputs, jitter):
         """Resize the native images into the pyramid, then make the augmented copies."""
@@ -165,15 +176,14 @@ class MonoDataset(data.Dataset):
 
     def __getitem__(self, index):
         """index: an int, or (index, epoch) from the training sampler."""
-        epoch = 0
-        if isinstance(index, (tuple, list)):
-            index, epoch = index
+        return self.item_with_context(self._item, index)
+
+    def _item(self, index, epoch):
         rng = self.item_rng(index, epoch)
         inputs = {}
         do_color_aug = self.is_train and rng.random() > 0.5
         do_flip = self.is_train and rng.random() > 0.5
         folder, frame_index, side = self.parse_line(index)
-        self._index = index
         for i in self.frame_ids:
             if i == "s":
                 other_side = {"r": "l", "l": "r", "2": "3", "3": "2"}[side]

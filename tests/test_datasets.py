@@ -7,6 +7,7 @@ import torch
 
 from datasets import KITTIDepthDataset, KITTIOdomDataset, KITTIRAWDataset
 from datasets import synthetic_world as sw
+from datasets.fast_loader import FastMonoDataset
 from datasets.mono_dataset import apply_color_jitter, sample_color_jitter
 from PIL import Image
 
@@ -69,6 +70,14 @@ def test_missing_image_names_file_and_split_line(world, tmp_path):
     ds = KITTIRAWDataset(world.out, [bad], 96, 320, [0], 1, img_ext=".png", split_file="my_split.txt")
     with pytest.raises(FileNotFoundError, match=r"0000000500\.png.*line 1 of my_split.txt"):
         ds[0]
+    # the training sampler's (index, epoch) items and the fast loader name the line too
+    ds = KITTIRAWDataset(world.out, lines(world)[:1] + [bad], 96, 320, [0, -1, 1], 1, is_train=True,
+                         img_ext=".png", split_file="my_split.txt")
+    with pytest.raises(FileNotFoundError, match=r"0000000500\.png.*line 2 of my_split.txt: '.*500 l'"):
+        ds[(1, 3)]
+    with pytest.raises(FileNotFoundError, match=r"0000000500\.png.*line 2 of my_split.txt"):
+        FastMonoDataset(ds)[(1, 0)]
+    assert FastMonoDataset(ds)[(0, 0)][("color_u8", 0)].shape == (3, 96, 320)
     ds = KITTIRAWDataset(str(tmp_path), lines(world)[:1], 96, 320, [0], 1, img_ext=".jpg")
     with pytest.raises(FileNotFoundError, match="image not found"):
         ds[0]
