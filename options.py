@@ -148,11 +148,12 @@ class MonodepthOptions:
 def load_config(path, parser):
     """Preset dict from a YAML file; unknown keys are an error naming the file and key."""
     if not os.path.isfile(path):
-        candidate = os.path.join(PROJECT_DIR, "configs", path)
-        if os.path.isfile(candidate):
-            path = candidate
-        else:
-            raise SystemExit(f"--config {path}: no such file (presets are in configs/)")
+        candidates = [os.path.join(PROJECT_DIR, "configs", name) for name in (path, path + ".yaml")]
+        found = [c for c in candidates if os.path.isfile(c)]
+        if not found:
+            presets = sorted(f[:-5] for f in os.listdir(os.path.join(PROJECT_DIR, "configs")) if f.endswith(".yaml"))
+            raise SystemExit(f"--config {path}: no such file; presets in configs/: {', '.join(presets)}")
+        path = found[0]
     with open(path) as f:
         cfg = yaml.safe_load(f) or {}
     if not isinstance(cfg, dict):

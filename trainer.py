@@ -416,8 +416,7 @@ class Trainer:
             if better:
                 self.best = value
                 self.save_model("weights_best")
-                with open(os.path.join(self.log_path, "models", "best.json"), "w") as f:
-                    json.dump(record, f)
+                atomic_write_bytes(os.path.join(self.log_path, "models", "best.json"), json.dumps(record).encode())
         self._print(f"-> epoch {self.epoch} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics
 

@@ -115,6 +115,12 @@ def test_config_preset_and_explicit_flags(tmp_path):
         MonodepthOptions().parse(["--config", str(cfg)])
     for preset in os.listdir(os.path.join(ROOT, "configs")):
         MonodepthOptions().parse(["--config", os.path.join(ROOT, "configs", preset)])
+    # a preset by name, with or without .yaml; a wrong name lists the presets
+    mono = MonodepthOptions().parse(["--config", "synthetic_mono"])
+    assert (mono.frame_ids, mono.use_stereo, mono.height) == ([0, -1, 1], False, 96)
+    assert MonodepthOptions().parse(["--config", "synthetic_quickstart.yaml"]).frame_ids == [0, "s"]
+    with pytest.raises(SystemExit, match="no such file; presets in configs/:.*synthetic_mono"):
+        MonodepthOptions().parse(["--config", "synthetic_mnoo"])
 
 
 @pytest.mark.slow
