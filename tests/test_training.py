@@ -121,6 +121,8 @@ def test_config_preset_and_explicit_flags(tmp_path):
     assert MonodepthOptions().parse(["--config", "synthetic_quickstart.yaml"]).frame_ids == [0, "s"]
     with pytest.raises(SystemExit, match="no such file; presets in configs/:.*synthetic_mono"):
         MonodepthOptions().parse(["--config", "synthetic_mnoo"])
+    with pytest.raises(SystemExit, match="--keep_weights must be >= 0"):
+        MonodepthOptions().parse(["--keep_weights", "-1"])
 
 
 @pytest.mark.slow
