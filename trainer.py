@@ -179,8 +179,6 @@ class Trainer:
         dataset.seed = opt.seed
         if opt.use_depth_hints:
             dataset.depth_hint_path = opt.depth_hint_path or os.path.join(opt.data_path, "depth_hints")
-            if opt.fast_loader:
-                raise SystemExit("--use_depth_hints is not supported with --fast_loader yet")
         if opt.fast_loader:
             return FastMonoDataset(dataset, opt.cache_dir)
         return dataset

@@ -24,7 +24,8 @@ from .mono_dataset import sample_color_jitter
 
 class FastMonoDataset(torch.utils.data.Dataset):
     """Wraps a MonoDataset; items hold ("color_u8", f): 3 x H x W uint8, K/inv_K per scale,
-    "stereo_T" (not yet flipped), "do_flip", "jitter" (5 numbers + order), "depth_gt"."""
+    "stereo_T" (not yet flipped), "do_flip", "jitter" (5 numbers + order), "depth_gt",
+    "depth_hint" and "depth_hint_mask" (Depth Hints; not yet flipped)."""
 
     def __init__(self, base, cache_dir=None):
         self.base = base
@@ -79,6 +80,10 @@ class FastMonoDataset(torch.utils.data.Dataset):
         if base.load_depth:
             depth = base.get_depth(folder, frame_index, side, False)
             inputs["depth_gt"] = torch.from_numpy(np.expand_dims(depth, 0).astype(np.float32))
+        if base.depth_hint_path:  # mirrored on the device with the image
+            hint = base.get_depth_hint(folder, frame_index, side, False)
+            inputs["depth_hint"] = hint
+            inputs["depth_hint_mask"] = (hint > 0).float()
         if "s" in base.frame_ids:
             T = np.eye(4, dtype=np.float32)
             T[0, 3] = (-1 if side in ("l", "2") else 1) * 0.1
@@ -114,9 +119,10 @@ def device_augment(inputs, frame_ids, num_scales):
                 inputs[("color_aug", f, s)] = torch.stack([_jitter(xs[i], jitter[i]) for i in range(xs.shape[0])])
             else:
                 inputs[("color_aug", f, s)] = xs
-    if "depth_gt" in inputs:
-        d = inputs["depth_gt"]
-        inputs["depth_gt"] = torch.where(flip[:, None, None, None], torch.flip(d, [3]), d)
+    for key in ("depth_gt", "depth_hint", "depth_hint_mask"):
+        if key in inputs:
+            d = inputs[key]
+            inputs[key] = torch.where(flip[:, None, None, None], torch.flip(d, [3]), d)
     if "stereo_T" in inputs:
         T = inputs["stereo_T"].clone()
         T[:, 0, 3] = torch.where(flip, -T[:, 0, 3], T[:, 0, 3])

@@ -130,22 +130,51 @@ def test_real_kitti_stereo_pair_bad_pixels(real_sample):
     assert bad.mean() < 0.20
 
 
-def test_stereo_training_with_hints_runs(static_world, tmp_path):
-    from trainer import Trainer
-    split = os.path.join(static_world.out, "splits", "synthetic")
+def _hint_args(world, tmp_path, *extra):
+    split = os.path.join(world.out, "splits", "synthetic")
+    return ["--data_path", world.out, "--split", split, "--png", "--height", "64", "--width", "192",
+            "--weights_init", "scratch", "--batch_size", "2", "--num_epochs", "1", "--num_workers", "0",
+            "--log_dir", str(tmp_path), "--model_name", "dh", "--max_steps", "3", "--no_progress",
+            "--use_stereo", "--frame_ids", "0", "--use_depth_hints", "--depth_hint_path", str(tmp_path / "hints"),
+            *extra]
+
+
+def _hints_for_split(world, tmp_path):
+    split = os.path.join(world.out, "splits", "synthetic")
     lines = []
     for name in ("train_files.txt", "val_files.txt"):
         with open(os.path.join(split, name)) as f:
             lines += f.read().splitlines()
-    _write_hints(static_world, lines, tmp_path / "hints", 64, 192)
-    opt = MonodepthOptions().parse([
-        "--data_path", static_world.out, "--split", split, "--png", "--height", "64", "--width", "192",
-        "--weights_init", "scratch", "--batch_size", "2", "--num_epochs", "1", "--num_workers", "0",
-        "--log_dir", str(tmp_path), "--model_name", "dh", "--max_steps", "3", "--no_progress",
-        "--use_stereo", "--frame_ids", "0", "--use_depth_hints", "--depth_hint_path", str(tmp_path / "hints")])
-    t = Trainer(opt).train()
-    assert type(t.method).__name__ == "DepthHints" and len(t.loss_history) == 3
-    assert np.isfinite(t.loss_history).all()
+    _write_hints(world, lines, tmp_path / "hints", 64, 192)
+
+
+def test_fast_loader_hints_equal_default_path(static_world, tmp_path):
+    from trainer import Trainer
+    _hints_for_split(static_world, tmp_path)
+    batches = {}
+    for name, extra in (("default", []), ("fast", ["--fast_loader"])):
+        t = Trainer(MonodepthOptions().parse(_hint_args(static_world, tmp_path / name, *extra[:1])
+                                             + ["--depth_hint_path", str(tmp_path / "hints"), "--batch_size", "8"]))
+        batches[name] = t._to_device(next(iter(t.train_loader)))
+    a, b = batches["default"], batches["fast"]
+    for key in ("depth_hint", "depth_hint_mask"):
+        assert a[key].shape == b[key].shape == (8, 1, 64, 192)
+        assert torch.equal(a[key], b[key]), key
+    # the written hints rise from left to right: the batch holds flipped (falling) ones too
+    rising = (a["depth_hint"][:, 0, 0, -1] > a["depth_hint"][:, 0, 0, 0]).tolist()
+    assert any(rising) and not all(rising)
+    assert torch.equal(a["stereo_T"], b["stereo_T"])
+
+
+def test_stereo_training_with_hints_runs(static_world, tmp_path):
+    from trainer import Trainer
+    _hints_for_split(static_world, tmp_path)
+    for extra in ([], ["--fast_loader"]):
+        opt = MonodepthOptions().parse(_hint_args(static_world, tmp_path / f"run{len(extra)}", *extra)
+                                       + ["--depth_hint_path", str(tmp_path / "hints")])
+        t = Trainer(opt).train()
+        assert type(t.method).__name__ == "DepthHints" and len(t.loss_history) == 3
+        assert np.isfinite(t.loss_history).all()
     opt_nomask = MonodepthOptions().parse(["--use_stereo", "--use_depth_hints", "--disable_automasking",
                                            "--weights_init", "scratch", "--height", "64", "--width", "96"])
     from methods import build_method
