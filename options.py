@@ -111,6 +111,9 @@ class MonodepthOptions:
                        help="workers read one pre-resized uint8 image per frame; flip, pyramid and "
                             "jitter run on the training device (see README)")
         g.add_argument("--cache_dir", type=str, help="with --fast_loader: keep pre-resized images here")
+        g.add_argument("--decode_on_device", action="store_true",
+                       help="with --fast_loader and .jpg images: workers read the files' bytes only; "
+                            "decoding (nvJPEG on CUDA) and resizing run on the training device")
         g.add_argument("--deterministic", action="store_true",
                        help="deterministic algorithms (slower on GPUs)")
         g.add_argument("--max_nonfinite", type=int, default=10,
@@ -181,6 +184,9 @@ def check_options(opt):
         raise SystemExit("--frame_ids 0 alone needs --use_stereo (nothing to reconstruct from)")
     if opt.use_depth_hints and not opt.use_stereo:
         raise SystemExit("--use_depth_hints needs --use_stereo (hints come from the stereo pair)")
+    if opt.decode_on_device and (not opt.fast_loader or opt.png or opt.cache_dir):
+        raise SystemExit("--decode_on_device needs --fast_loader and .jpg images (no --png), and replaces "
+                         "--cache_dir (the cache holds decoded images): drop one of them")
     if opt.keep_weights < 0 or opt.save_frequency < 1:
         raise SystemExit(f"--keep_weights must be >= 0 (got {opt.keep_weights}) and --save_frequency >= 1 "
                          f"(got {opt.save_frequency})")

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from datasets import DATASETS
-from datasets.fast_loader import FastMonoDataset, device_augment
+from datasets.fast_loader import FastMonoDataset, decode_batch, device_augment, fast_collate
 from evaluate_depth import batch_depth_metrics
 from layers import disp_to_depth
 from methods import build_method
@@ -180,7 +180,7 @@ class Trainer:
         if opt.use_depth_hints:
             dataset.depth_hint_path = opt.depth_hint_path or os.path.join(opt.data_path, "depth_hints")
         if opt.fast_loader:
-            return FastMonoDataset(dataset, opt.cache_dir)
+            return FastMonoDataset(dataset, opt.cache_dir, encoded=opt.decode_on_device)
         return dataset
 
     def _build_loaders(self):
@@ -202,7 +202,7 @@ class Trainer:
         loader_rng = torch.Generator()
         loader_rng.manual_seed(opt.seed)
         common = dict(num_workers=workers, pin_memory=self.device.type == "cuda",
-                      persistent_workers=workers > 0, generator=loader_rng)
+                      persistent_workers=workers > 0, generator=loader_rng, collate_fn=self.collate_fn)
         if workers > 0:
             common["prefetch_factor"] = 4 if opt.fast_loader else 2
         self.train_sampler = EpochSampler(len(self.train_dataset), opt.batch_size, True, opt.seed,
@@ -214,14 +214,23 @@ class Trainer:
         self.val_loader = DataLoader(self.val_dataset, val_batch, sampler=self.val_sampler, drop_last=True, **common)
         self.val_iter = None
 
+    @property
+    def collate_fn(self):
+        return fast_collate if self.opt.fast_loader else None
+
     def _to_device(self, inputs):
         out = {}
         for k, v in inputs.items():
+            if isinstance(v, list):  # JPEG bytes: decode_batch reads them from host memory
+                out[k] = v
+                continue
             v = v.to(self.device, non_blocking=True)
             if self.opt.channels_last and v.dim() == 4:
                 v = v.contiguous(memory_format=torch.channels_last)
             out[k] = v
         if self.opt.fast_loader:
+            if self.opt.decode_on_device:
+                out = decode_batch(out, (self.opt.height, self.opt.width), self.device)
             out = device_augment(out, self.opt.frame_ids, len(self.opt.scales))
         return out
 
@@ -385,7 +394,7 @@ class Trainer:
         opt = self.opt
         self.method.eval()
         sums, count = {}, 0
-        loader = DataLoader(self.val_dataset, self.val_loader.batch_size, shuffle=False,
+        loader = DataLoader(self.val_dataset, self.val_loader.batch_size, shuffle=False, collate_fn=self.collate_fn,
                             num_workers=0 if opt.num_workers == 0 else min(opt.num_workers, 4))
         with torch.no_grad():
             for inputs in loader:

@@ -35,11 +35,16 @@ def peak_rss_mb():
 def fill_cache(data_path, height, width, flags):
     split = os.path.join(data_path, "splits", "synthetic")
     trainer = Trainer(MonodepthOptions().parse([
-        "--data_path", data_path, "--split", split, "--png", "--height", str(height), "--width", str(width),
+        "--data_path", data_path, "--split", split, *_ext(flags), "--height", str(height), "--width", str(width),
         "--weights_init", "scratch", "--num_workers", "0", "--log_dir", tempfile.mkdtemp(), "--no_progress",
         "--no_cuda"] + flags))
     for i in range(len(trainer.train_dataset)):
         trainer.train_dataset[i]
+
+
+def _ext(flags):
+    """PNG input for every row but --decode_on_device, which reads the JPEG copies."""
+    return [] if "--decode_on_device" in flags else ["--png"]
 
 
 def _batches(trainer, reuse):
@@ -55,7 +60,7 @@ def _batches(trainer, reuse):
 
 def run(data_path, height, width, batch, steps, warmup, device, workers, extra, reuse=False):
     split = os.path.join(data_path, "splits", "synthetic")
-    argv = ["--data_path", data_path, "--split", split, "--png", "--height", str(height), "--width", str(width),
+    argv = ["--data_path", data_path, "--split", split, *_ext(extra), "--height", str(height), "--width", str(width),
             "--batch_size", str(batch), "--weights_init", "scratch", "--num_workers", str(workers),
             "--log_dir", tempfile.mkdtemp(), "--no_progress"] + extra
     if device == "cpu":
@@ -110,23 +115,25 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--configs", nargs="+", help="subset of configuration names (substring match)")
-    p.add_argument("--paths", nargs="+", default=["default", "fast", "ceiling"],
-                   choices=["default", "fast", "ceiling"],
-                   help="input paths to compare: monodepth2's loader, --fast_loader with a cache, and "
+    p.add_argument("--paths", nargs="+", default=["default", "fast", "device_decode", "ceiling"],
+                   choices=["default", "fast", "device_decode", "ceiling"],
+                   help="input paths to compare: monodepth2's loader, --fast_loader with a cache, "
+                        "--fast_loader --decode_on_device (JPEG decoded by the training process), and "
                         "the ceiling (one batch reused: the step alone, no input cost)")
     args, extra = p.parse_known_args()
     data_path = args.data_path
     if data_path is None:
         data_path = os.path.join(tempfile.mkdtemp(), "world")
-        sw.generate(sw.Config(out=data_path, drives=2, frames=30), progress=False)
+        sw.generate(sw.Config(out=data_path, drives=2, frames=30, jpg=True), progress=False)
     rows = []
     cache = tempfile.mkdtemp()
     for name, h, w, b in CONFIGS:
         if args.configs and not any(c in name for c in args.configs):
             continue
         for path in args.paths:
-            flags = extra + (["--fast_loader", "--cache_dir", cache] if path != "default" else [])
-            if path != "default":  # fill the cache first: the table reports the steady state
+            flags = extra + {"default": [], "device_decode": ["--fast_loader", "--decode_on_device"]}.get(
+                path, ["--fast_loader", "--cache_dir", cache])
+            if "--cache_dir" in flags:  # fill the cache first: the table reports the steady state
                 fill_cache(data_path, h, w, flags)
             # a fresh process per row: peak RSS (ru_maxrss) is per process, never reset
             ex_s, wait, mem, dev = run_in_child(data_path, h, w, b, args.steps, args.warmup, args.device,

@@ -7,7 +7,10 @@ Differences from the default (monodepth2) path, which stays the reference:
   native image in both paths;
 - with --cache_dir the scale-0 images are decoded and resized once and kept as uint8 .npy;
 - jitter uses the same factors and random order per item as the default path, applied to
-  tensors (torchvision's functional ops) instead of PIL images.
+  tensors (torchvision's functional ops) instead of PIL images;
+- with --decode_on_device the workers only read the JPEG files' bytes; decoding
+  (torchvision.io.decode_jpeg: nvJPEG on CUDA, libjpeg-turbo on the CPU) and the resize to
+  the network size (antialiased bilinear instead of Lanczos) run in the training process.
 """
 import os
 
@@ -16,6 +19,8 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
+from torch.utils.data import default_collate
+from torchvision.io import decode_jpeg
 
 from utils import atomic_numpy_save
 
@@ -27,9 +32,13 @@ class FastMonoDataset(torch.utils.data.Dataset):
     "stereo_T" (not yet flipped), "do_flip", "jitter" (5 numbers + order), "depth_gt",
     "depth_hint" and "depth_hint_mask" (Depth Hints; not yet flipped)."""
 
-    def __init__(self, base, cache_dir=None):
+    def __init__(self, base, cache_dir=None, encoded=False):
+        if encoded and base.img_ext.lower() not in (".jpg", ".jpeg"):
+            raise ValueError(f"--decode_on_device reads JPEG files; this dataset reads {base.img_ext} "
+                             "(drop --png, or drop --decode_on_device)")
         self.base = base
         self.cache_dir = cache_dir
+        self.encoded = encoded  # items carry ("jpeg", f): the file's bytes, decoded on the device
         self.load_depth = base.load_depth
 
     def __len__(self):
@@ -38,6 +47,12 @@ class FastMonoDataset(torch.utils.data.Dataset):
     def _image(self, folder, frame_index, side):
         base = self.base
         path = base.get_image_path(folder, frame_index, side)
+        if self.encoded:
+            if not os.path.isfile(path):
+                base.load_image(path)  # raises the dataset's "image not found" error
+            # a NumPy array travels from the workers by value, not as one shared-memory file
+            # descriptor per image (which runs out under load)
+            return np.fromfile(path, np.uint8)
         cached = None
         if self.cache_dir:
             rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base.data_path))
@@ -69,7 +84,10 @@ class FastMonoDataset(torch.utils.data.Dataset):
                 arr = self._image(folder, frame_index, other)
             else:
                 arr = self._image(folder, frame_index + f, side)
-            inputs[("color_u8", f)] = torch.from_numpy(arr)
+            if self.encoded:
+                inputs[("jpeg", f)] = arr
+            else:
+                inputs[("color_u8", f)] = torch.from_numpy(arr)
         inputs.update(base.intrinsics_pyramid(folder))
         if do_color_aug:
             order, b, c, s, h = sample_color_jitter(rng)
@@ -101,6 +119,27 @@ def _jitter(image, params):
     for i in params[5:9].long().tolist():
         image = ops[i](image)
     return image
+
+
+def fast_collate(items):
+    """default_collate, except that the JPEG byte strings (("jpeg", f), of different lengths)
+    stay a list per frame."""
+    encoded = [k for k in items[0] if isinstance(k, tuple) and k[0] == "jpeg"]
+    batch = default_collate([{k: v for k, v in item.items() if k not in encoded} for item in items])
+    for k in encoded:
+        batch[k] = [item[k] for item in items]
+    return batch
+
+
+def decode_batch(inputs, size, device):
+    """("jpeg", f) lists of file bytes -> ("color_u8", f): B x 3 x H x W uint8 on `device`,
+    each image decoded there and resized to size = (H, W) (antialiased bilinear)."""
+    for k in [k for k in inputs if isinstance(k, tuple) and k[0] == "jpeg"]:
+        images = decode_jpeg([torch.from_numpy(b) for b in inputs.pop(k)], device=device)
+        resized = [F.interpolate(img[None].float(), size, mode="bilinear", antialias=True, align_corners=False)
+                   for img in images]
+        inputs[("color_u8", k[1])] = torch.cat(resized).round_().clamp_(0, 255).to(torch.uint8)
+    return inputs
 
 
 def device_augment(inputs, frame_ids, num_scales):
