@@ -223,6 +223,8 @@ def test_decode_on_device_matches_the_cached_fast_path(world, tmp_path):
                                               "--num_workers", "2")))
     t.train()
     assert len(t.loss_history) == 2 and np.isfinite(t.loss_history).all()
+    metrics = t.validate_epoch()  # the validation loader decodes the same way
+    assert metrics is not None and 0 < metrics["abs_rel"] < 10 and 0 <= metrics["a1"] <= 1
     # what it cannot do is refused by name
     for bad in (["--decode_on_device"], ["--fast_loader", "--decode_on_device", "--png"],
                 ["--fast_loader", "--decode_on_device", "--cache_dir", str(tmp_path)]):
