@@ -24,15 +24,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from datasets.mono_dataset import OTHER_SIDE, STEREO_BASELINE, MonoDataset
 from layers import BackprojectDepth, Project3D, warp
 from losses import ReprojectionLoss
 
 KITTI_FX_NORM = 0.58  # normalised focal length of KITTI's average camera
-STEREO_BASELINE = 0.1  # training units
 BLOCK_SIZES = (1, 3, 5)  # odd, as OpenCV requires (the reference also used an even 2)
 NUM_DISPARITIES = (64, 96, 128, 160)
-SIDE_MAP = {"l": 2, "r": 3, "2": 2, "3": 3}
-OTHER_SIDE = {"l": "r", "r": "l", "2": "3", "3": "2"}
+SIDE_MAP = MonoDataset.side_map
 
 
 def sgbm_matchers():

@@ -24,7 +24,7 @@ from torchvision.io import decode_jpeg
 
 from utils import atomic_numpy_save
 
-from .mono_dataset import sample_color_jitter
+from .mono_dataset import OTHER_SIDE, sample_color_jitter
 
 
 class FastMonoDataset(torch.utils.data.Dataset):
@@ -80,8 +80,7 @@ class FastMonoDataset(torch.utils.data.Dataset):
         inputs = {}
         for f in base.frame_ids:
             if f == "s":
-                other = {"r": "l", "l": "r", "2": "3", "3": "2"}[side]
-                arr = self._image(folder, frame_index, other)
+                arr = self._image(folder, frame_index, OTHER_SIDE[side])
             else:
                 arr = self._image(folder, frame_index + f, side)
             if self.encoded:
@@ -95,17 +94,7 @@ class FastMonoDataset(torch.utils.data.Dataset):
         else:
             inputs["jitter"] = torch.zeros(9)
         inputs["do_flip"] = torch.tensor(do_flip)
-        if base.load_depth:
-            depth = base.get_depth(folder, frame_index, side, False)
-            inputs["depth_gt"] = torch.from_numpy(np.expand_dims(depth, 0).astype(np.float32))
-        if base.depth_hint_path:  # mirrored on the device with the image
-            hint = base.get_depth_hint(folder, frame_index, side, False)
-            inputs["depth_hint"] = hint
-            inputs["depth_hint_mask"] = (hint > 0).float()
-        if "s" in base.frame_ids:
-            T = np.eye(4, dtype=np.float32)
-            T[0, 3] = (-1 if side in ("l", "2") else 1) * 0.1
-            inputs["stereo_T"] = torch.from_numpy(T)
+        inputs.update(base.item_targets(folder, frame_index, side, do_flip=False))  # flipped on the device
         return inputs
 
 

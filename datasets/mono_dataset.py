@@ -18,6 +18,7 @@ from PIL import Image
 from torchvision import transforms
 
 STEREO_BASELINE = 0.1  # training units; KITTI's 0.54 m baseline, hence x5.4 to metres
+OTHER_SIDE = {"r": "l", "l": "r", "2": "3", "3": "2"}
 JITTER = dict(brightness=(0.8, 1.2), contrast=(0.8, 1.2), saturation=(0.8, 1.2), hue=(-0.1, 0.1))
 
 
@@ -186,8 +187,7 @@ class MonoDataset(data.Dataset):
         folder, frame_index, side = self.parse_line(index)
         for i in self.frame_ids:
             if i == "s":
-                other_side = {"r": "l", "l": "r", "2": "3", "3": "2"}[side]
-                inputs[("color", i, -1)] = self.get_color(folder, frame_index, other_side, do_flip)
+                inputs[("color", i, -1)] = self.get_color(folder, frame_index, OTHER_SIDE[side], do_flip)
             else:
                 inputs[("color", i, -1)] = self.get_color(folder, frame_index + i, side, do_flip)
         inputs.update(self.intrinsics_pyramid(folder))
@@ -196,17 +196,24 @@ class MonoDataset(data.Dataset):
         for i in self.frame_ids:
             del inputs[("color", i, -1)]
             del inputs[("color_aug", i, -1)]
+        inputs.update(self.item_targets(folder, frame_index, side, do_flip))
+        return inputs
+
+    def item_targets(self, folder, frame_index, side, do_flip):
+        """The item's entries besides images and K: "depth_gt", "depth_hint" and
+        "depth_hint_mask", "stereo_T", each mirrored when do_flip."""
+        out = {}
         if self.load_depth:
             depth_gt = self.get_depth(folder, frame_index, side, do_flip)
-            inputs["depth_gt"] = torch.from_numpy(np.expand_dims(depth_gt, 0).astype(np.float32))
+            out["depth_gt"] = torch.from_numpy(np.expand_dims(depth_gt, 0).astype(np.float32))
         if self.depth_hint_path:
             hint = self.get_depth_hint(folder, frame_index, side, do_flip)
-            inputs["depth_hint"] = hint
-            inputs["depth_hint_mask"] = (hint > 0).float()
+            out["depth_hint"] = hint
+            out["depth_hint_mask"] = (hint > 0).float()
         if "s" in self.frame_ids:
             stereo_T = np.eye(4, dtype=np.float32)
             baseline_sign = -1 if do_flip else 1
             side_sign = -1 if side in ("l", "2") else 1
             stereo_T[0, 3] = side_sign * baseline_sign * STEREO_BASELINE
-            inputs["stereo_T"] = torch.from_numpy(stereo_T)
-        return inputs
+            out["stereo_T"] = torch.from_numpy(stereo_T)
+        return out
