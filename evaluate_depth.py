@@ -1,37 +1,56 @@
-"""Evaluate depth on a split's test files, monodepth2's protocol and flags.
+"""Evaluate depth on test sets: a weight folder, or saved predictions.
 
-    python evaluate_depth.py --load_weights_folder W --eval_mono --eval_split eigen --data_path D
-    python evaluate_depth.py --load_weights_folder W --eval_stereo --eval_split eigen_benchmark ...
-    python evaluate_depth.py --ext_disp_to_eval disps.npy --eval_mono ...
+    python evaluate_depth.py --load_weights_folder W --eval_mono --eval_split SPLIT [SPLIT ...] --data_path D
+    python evaluate_depth.py --ext_disp_to_eval disps.npy --eval_mono --eval_split SPLIT
 
-Masks: eigen (and user splits): 1e-3 < gt < 80 inside the Garg/Eigen crop; eigen_benchmark:
-gt > 0. Mono: per-image median scaling; stereo: x5.4 (0.54 m / 0.1 training units).
+The model is rebuilt from the weight folder alone (its opt.json names the method and its
+options; a published folder without one loads as the baseline it came from). Each test
+set the command asks for (evaluation/ registers them, with their own flags) is scored
+with its own protocol: ground truth, crop, depth range and scaling rule. --eval_mono:
+per-image median scaling; --eval_stereo: a stereo-trained model's fixed scale. The flags
+are the reference evaluation's; the README lists the test sets and their protocols.
 """
+import argparse
 import json
 import os
 import sys
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from layers import DEPTH_METRIC_NAMES, compute_depth_errors, disp_to_depth
-from options import MonodepthOptions, read_split_file, resolve_split_dir
-
-STEREO_SCALE_FACTOR = 5.4
-MIN_DEPTH, MAX_DEPTH = 1e-3, 80
-# Garg/Eigen crop as fractions of the ground-truth size (153:371, 44:1197 at 375 x 1242)
-EIGEN_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
-TRAIN_CROP = (153, 371, 44, 1197)  # the same crop at KITTI's 375 x 1242, for depth_gt
+from evaluation import DEPTH_METRIC_NAMES, TEST_SETS
 
 
-def eigen_crop_mask(height, width):
-    top, bottom, left, right = EIGEN_CROP
-    mask = np.zeros((height, width), bool)
-    mask[int(top * height):int(bottom * height), int(left * width):int(right * width)] = True
-    return mask
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Evaluate a depth model (or saved predictions) on test sets",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--load_weights_folder", type=str, help="a weights_N folder (its opt.json rebuilds the model)")
+    g.add_argument("--ext_disp_to_eval", type=str, help="evaluate saved disparities (.npy) instead of a model")
+    g.add_argument("--num_layers", type=int, help="ResNet depth of a published folder without opt.json "
+                   "(default: read from encoder.pth)")
+    g.add_argument("--min_depth", type=float, help="disparity -> depth range (default: the model's own)")
+    g.add_argument("--max_depth", type=float, help="disparity -> depth range (default: the model's own)")
+    g = p.add_argument_group("scaling")
+    g.add_argument("--eval_mono", action="store_true", help="monocular model: per-image median scaling")
+    g.add_argument("--eval_stereo", action="store_true", help="stereo-trained model: x5.4, no median scaling")
+    g.add_argument("--disable_median_scaling", action="store_true", help="no per-image median scaling")
+    g.add_argument("--pred_depth_scale_factor", type=float, default=1.0, help="multiply predicted depth by this")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--post_process", action="store_true", help="blend with the prediction of the mirrored image")
+    g.add_argument("--save_pred_disps", action="store_true", help="save the predicted disparities (.npy)")
+    g.add_argument("--no_eval", action="store_true", help="predict (and save) only")
+    g.add_argument("--eval_out_dir", type=str, help="where predictions are written (default: the weights folder)")
+    g.add_argument("--output_json", type=str, help="also write the metrics to this JSON file")
+    g = p.add_argument_group("system")
+    g.add_argument("--batch_size", type=int, default=16, help="images per forward pass")
+    g.add_argument("--num_workers", type=int, default=4, help="data loader workers")
+    g.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
+    for test_set in TEST_SETS.values():
+        test_set.add_options(p)
+    return p.parse_args(argv)
 
 
 def post_process_disparity(l_disp, r_disp):
@@ -45,115 +64,55 @@ def post_process_disparity(l_disp, r_disp):
     return r_mask * l_disp + l_mask * r_disp + (1.0 - l_mask - r_mask) * m_disp
 
 
-def batch_depth_metrics(depth_pred, depth_gt):
-    """Training-time metrics (monodepth2): prediction resized to the GT, crop, clamp,
-    batch-level median scaling. depth_pred B x 1 x h x w, depth_gt B x 1 x 375 x 1242."""
-    gh, gw = depth_gt.shape[-2:]
-    pred = torch.clamp(F.interpolate(depth_pred, [gh, gw], mode="bilinear", align_corners=False),
-                       MIN_DEPTH, MAX_DEPTH).detach()
-    mask = depth_gt > 0
-    crop = torch.zeros_like(mask)
-    top, bottom, left, right = EIGEN_CROP
-    crop[:, :, int(top * gh):int(bottom * gh), int(left * gw):int(right * gw)] = True
-    mask = mask & crop
-    gt, pred = depth_gt[mask], pred[mask]
-    if gt.numel() == 0:
-        return {}
-    pred = torch.clamp(pred * torch.median(gt) / torch.median(pred), MIN_DEPTH, MAX_DEPTH)
-    return {f"de/{n}" if i < 4 else f"da/{n}": v.item()
-            for i, (n, v) in enumerate(zip(DEPTH_METRIC_NAMES, compute_depth_errors(gt, pred)))}
+def predict_disparities(method, dataset, device, batch_size=16, num_workers=4, post_process=False, progress=True):
+    """Inverse depth N x h x w of every item of `dataset` (method.predict on the frames it
+    declares); post_process adds the mirrored pass (every frame mirrored)."""
+    loader = DataLoader(dataset, batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda", drop_last=False)
+    disps = []
+    with torch.no_grad():
+        for data in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
+            inputs = {k: v.to(device) for k, v in data.items() if torch.is_tensor(v)}
+            if post_process:  # one pass over the images and their mirrors
+                inputs = {k: torch.cat([v, torch.flip(v, [3]) if isinstance(k, tuple) and k[0] == "color" else v])
+                          for k, v in inputs.items()}
+            disp = inverse_depth(method.predict(inputs))
+            if post_process:
+                n = disp.shape[0] // 2
+                disp = post_process_disparity(disp[:n], disp[n:, :, ::-1])
+            disps.append(disp)
+    return np.concatenate(disps)
 
 
-def evaluate_predictions(pred_disps, gt_depths, mask_type="eigen", median_scaling=True,
-                         scale_factor=1.0):
-    """Scaled disparities N x h x w and ground truths -> (mean metrics dict, ratios)."""
-    errors, ratios = [], []
-    for i, gt in enumerate(gt_depths):
-        gh, gw = gt.shape[:2]
-        disp = cv2.resize(pred_disps[i].astype(np.float32), (gw, gh))
-        pred = 1 / np.maximum(disp, 1e-12)
-        if mask_type == "eigen":
-            mask = (gt > MIN_DEPTH) & (gt < MAX_DEPTH) & eigen_crop_mask(gh, gw)
-        else:
-            mask = gt > 0
-        p, g = pred[mask] * scale_factor, gt[mask]
-        if len(g) == 0:
-            continue
-        if median_scaling:
-            ratio = np.median(g) / np.median(p)
-            ratios.append(ratio)
-            p = p * ratio
-        p = np.clip(p, MIN_DEPTH, MAX_DEPTH)
-        errors.append([float(e) for e in compute_depth_errors(g.astype(np.float64), p.astype(np.float64))])
-    if not errors:
-        raise SystemExit("no ground-truth pixel in any test image: check --eval_split and gt_depths.npz")
-    mean = np.array(errors).mean(0)
-    return dict(zip(DEPTH_METRIC_NAMES, mean.tolist())), np.array(ratios)
+def inverse_depth(prediction):
+    """{"depth", optional "disp"} B x 1 x h x w -> B x h x w inverse depth (numpy)."""
+    disp = prediction.get("disp")
+    if disp is None:
+        disp = 1 / prediction["depth"]
+    return disp.float().cpu()[:, 0].numpy()
 
 
-def load_model_for_eval(opt, device):
-    """Depth encoder and decoder from a weights folder; returns (predict, height, width, info)."""
-    import networks
-    folder = os.path.expanduser(opt.load_weights_folder)
-    enc_path = os.path.join(folder, "encoder.pth")
-    dec_path = os.path.join(folder, "depth.pth")
-    for path in (enc_path, dec_path):
-        if not os.path.isfile(path):
-            raise SystemExit(f"--load_weights_folder {folder}: missing {os.path.basename(path)}")
-    enc_state = torch.load(enc_path, map_location="cpu", weights_only=True)
-    info = {k: (v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v)
-            for k, v in enc_state.items() if not isinstance(v, torch.Tensor) or k in ("height", "width", "use_stereo")}
-    num_layers = opt.num_layers
-    opt_json = os.path.join(os.path.dirname(os.path.normpath(folder)), "opt.json")
-    if os.path.isfile(opt_json):
-        with open(opt_json) as f:
-            num_layers = json.load(f).get("num_layers", num_layers)
-    encoder = networks.ResnetEncoder(num_layers, False)
-    decoder = networks.DepthDecoder(encoder.num_ch_enc, range(4))
-    encoder.load_state_dict({k: v for k, v in enc_state.items() if k in encoder.state_dict()})
-    decoder.load_state_dict(torch.load(dec_path, map_location="cpu", weights_only=True))
-    encoder.to(device).eval()
-    decoder.to(device).eval()
-
-    def predict(color):
-        return decoder(encoder(color))[("disp", 0)]
-    return predict, int(info.get("height", opt.height)), int(info.get("width", opt.width)), info
-
-
-def check_scaling_flags(opt, info):
-    if opt.eval_mono == opt.eval_stereo:
+def check_scaling(args, use_stereo=None):
+    """--eval_mono or --eval_stereo, exactly one, and consistent with the model's training."""
+    if args.eval_mono == args.eval_stereo:
         raise SystemExit("choose exactly one of --eval_mono (median scaling) or --eval_stereo (x5.4)")
-    use_stereo = info.get("use_stereo")
-    if use_stereo is None:
-        return
-    if opt.eval_stereo and not use_stereo:
-        raise SystemExit("this model was trained without stereo (encoder.pth: use_stereo=False), "
-                         "so its depth has no metric scale: evaluate it with --eval_mono")
-    if opt.eval_mono and use_stereo:
+    if args.eval_stereo and use_stereo is False:
+        raise SystemExit("this model was trained without stereo (use_stereo=False), so its depth has no "
+                         "metric scale: evaluate it with --eval_mono")
+    if args.eval_mono and use_stereo:
         print("-> note: this model was trained with stereo (metric scale); papers report it with "
               "--eval_stereo. Median scaling is applied as asked.")
 
 
-def predict_disparities(opt, filenames, data_path, predict, height, width, device):
-    from datasets import KITTIRAWDataset
-    dataset = KITTIRAWDataset(data_path, filenames, height, width, [0], 4, is_train=False,
-                              img_ext=".png" if opt.png else ".jpg", split_file="test_files.txt")
-    dataset.load_depth = False
-    loader = DataLoader(dataset, opt.batch_size, shuffle=False, num_workers=min(opt.num_workers, 4),
-                        pin_memory=device.type == "cuda", drop_last=False)
-    pred_disps = []
-    with torch.no_grad():
-        for data in loader:
-            color = data[("color", 0, 0)].to(device)
-            if opt.post_process:
-                color = torch.cat([color, torch.flip(color, [3])], 0)
-            disp, _ = disp_to_depth(predict(color), opt.min_depth, opt.max_depth)
-            disp = disp.cpu()[:, 0].numpy()
-            if opt.post_process:
-                n = disp.shape[0] // 2
-                disp = post_process_disparity(disp[:n], disp[n:, :, ::-1])
-            pred_disps.append(disp)
-    return np.concatenate(pred_disps)
+def scaling(args, test_set):
+    """(depth factor, per-image median scaling) for one test set."""
+    if args.eval_stereo:
+        if test_set.stereo_scale_factor is None:
+            raise SystemExit(f"{test_set.name}: no stereo scale is defined for this test set; use --eval_mono")
+        print(f"   Stereo evaluation - disabling median scaling, scaling by {test_set.stereo_scale_factor}")
+        return test_set.stereo_scale_factor, False
+    print("   Mono evaluation - using median scaling")
+    return args.pred_depth_scale_factor, not args.disable_median_scaling
 
 
 def print_table(metrics):
@@ -161,71 +120,59 @@ def print_table(metrics):
     print(("&{: 8.3f}  " * 7).format(*[metrics[n] for n in DEPTH_METRIC_NAMES]) + "\\\\")
 
 
-def evaluate(opt):
-    device = torch.device("cuda" if torch.cuda.is_available() and not opt.no_cuda else "cpu")
-    split_dir = resolve_split_dir(opt.eval_split)
-    split_name = os.path.basename(os.path.normpath(split_dir))
-    filenames = read_split_file(os.path.join(split_dir, "test_files.txt"))
-    info = {}
-    if opt.ext_disp_to_eval is None:
-        if not opt.load_weights_folder:
+def evaluate(args):
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    test_sets = [s for cls in TEST_SETS.values() for s in cls.from_args(args)]
+    if not test_sets:
+        raise SystemExit("no test set asked for (see --eval_split and the other test-set options)")
+    method, use_stereo = None, None
+    if args.ext_disp_to_eval is None:
+        if not args.load_weights_folder:
             raise SystemExit("give --load_weights_folder (or --ext_disp_to_eval)")
-        predict, height, width, info = load_model_for_eval(opt, device)
-        check_scaling_flags(opt, info)
-        print(f"-> Computing predictions with size {width}x{height}")
-        pred_disps = predict_disparities(opt, filenames, opt.data_path, predict, height, width, device)
-    else:
-        check_scaling_flags(opt, info)
-        print(f"-> Loading predictions from {opt.ext_disp_to_eval}")
-        pred_disps = np.load(opt.ext_disp_to_eval)
-        if opt.eval_eigen_to_benchmark:
-            ids = np.load(os.path.join(resolve_split_dir("benchmark"), "eigen_to_benchmark_ids.npy"))
-            pred_disps = pred_disps[ids]
-    if opt.save_pred_disps:
-        out_dir = opt.eval_out_dir or opt.load_weights_folder or "."
-        path = os.path.join(out_dir, f"disps_{split_name}_split.npy")
-        np.save(path, pred_disps)
-        print(f"-> Saved predicted disparities to {path}")
-    if opt.no_eval:
-        print("-> Evaluation disabled. Done.")
-        return None
-    if split_name == "benchmark":
-        out_dir = os.path.join(opt.eval_out_dir or opt.load_weights_folder or ".", "benchmark_predictions")
-        os.makedirs(out_dir, exist_ok=True)
-        for i, disp in enumerate(pred_disps):
-            depth = STEREO_SCALE_FACTOR / cv2.resize(disp, (1216, 352))
-            depth = np.clip(depth, 0, 80)
-            cv2.imwrite(os.path.join(out_dir, f"{i:010d}.png"), np.uint16(depth * 256))
-        print(f"-> No ground truth for the benchmark split; predictions saved to {out_dir}")
-        return None
-    gt_path = os.path.join(split_dir, "gt_depths.npz")
-    if not os.path.isfile(gt_path):
-        raise SystemExit(f"{gt_path} not found: run python export_gt_depth.py --data_path "
-                         f"{opt.data_path} --split {opt.eval_split}")
-    gt_depths = np.load(gt_path, allow_pickle=True, encoding="latin1")["data"]
-    if len(gt_depths) != len(pred_disps):
-        raise SystemExit(f"{len(pred_disps)} predictions but {len(gt_depths)} ground-truth maps in "
-                         f"{gt_path}: re-export it for this split")
-    median_scaling = not opt.disable_median_scaling
-    scale = opt.pred_depth_scale_factor
-    if opt.eval_stereo:
-        print(f"   Stereo evaluation - disabling median scaling, scaling by {STEREO_SCALE_FACTOR}")
-        median_scaling, scale = False, STEREO_SCALE_FACTOR
-    else:
-        print("   Mono evaluation - using median scaling")
-    mask_type = "gt" if split_name in ("eigen_benchmark",) else "eigen"
-    metrics, ratios = evaluate_predictions(pred_disps, gt_depths, mask_type, median_scaling, scale)
-    if median_scaling and len(ratios):
-        med = np.median(ratios)
-        print(f" Scaling ratios | med: {med:0.3f} | std: {np.std(ratios / med):0.3f}")
-    print_table(metrics)
-    if opt.output_json:
-        with open(opt.output_json, "w") as f:
-            json.dump({"split": split_name, "num_images": int(len(pred_disps)), **metrics}, f, indent=1)
+        from methods import load_for_inference
+        overrides = {k: getattr(args, k) for k in ("num_layers", "min_depth", "max_depth") if getattr(args, k)}
+        method = load_for_inference(args.load_weights_folder, device, **overrides)
+        use_stereo = bool(method.opt.use_stereo)
+        print(f"-> {type(method).__name__} from {args.load_weights_folder}, predicting at "
+              f"{method.opt.width}x{method.opt.height}")
+    check_scaling(args, use_stereo)
+    out_dir = args.eval_out_dir or args.load_weights_folder or "."
+    results = []
+    for test_set in test_sets:
+        if method is None:
+            print(f"-> Loading predictions from {args.ext_disp_to_eval}")
+            disps = test_set.external_predictions(np.load(args.ext_disp_to_eval), args)
+        else:
+            dataset = test_set.dataset(method.opt.height, method.opt.width, method.inference_frames)
+            disps = predict_disparities(method, dataset, device, args.batch_size, args.num_workers,
+                                        args.post_process)
+        if args.save_pred_disps:
+            path = os.path.join(out_dir, f"disps_{test_set.name}_split.npy")
+            np.save(path, disps)
+            print(f"-> Saved predicted disparities to {path}")
+        if args.no_eval:
+            continue
+        gts = test_set.ground_truth()
+        if gts is None:
+            test_set.without_ground_truth(disps, out_dir)
+            continue
+        if len(gts) != len(disps):
+            raise SystemExit(f"{len(disps)} predictions but {len(gts)} ground-truth maps for {test_set.name}")
+        print(f"\n-> {test_set.name} ({len(disps)} images, protocol {test_set.protocol.name})")
+        factor, median = scaling(args, test_set)
+        metrics, ratios = test_set.protocol.evaluate(disps, gts, factor, median, test_set.extra_masks())
+        if median and len(ratios):
+            med = np.median(ratios)
+            print(f" Scaling ratios | med: {med:0.3f} | std: {np.std(ratios / med):0.3f}")
+        print_table(metrics)
+        results.append({"split": test_set.name, "num_images": int(len(disps)), **metrics})
+    if args.output_json and results:
+        with open(args.output_json, "w") as f:
+            json.dump(results[0] if len(results) == 1 else {"results": results}, f, indent=1)
     print("\n-> Done!")
-    return metrics
+    return results[0] if len(results) == 1 else results
 
 
 if __name__ == "__main__":
-    evaluate(MonodepthOptions().parse())
+    evaluate(parse_args())
     sys.exit(0)

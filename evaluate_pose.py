@@ -2,6 +2,7 @@
 
     python evaluate_pose.py --eval_split odom_9 --load_weights_folder W --data_path kitti_odom
 """
+import argparse
 import os
 import sys
 
@@ -9,11 +10,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-import networks
 from datasets import KITTIOdomDataset
 from datasets.kitti_utils import read_poses_file
 from layers import transformation_from_parameters
-from options import MonodepthOptions, read_split_file, resolve_split_dir
+from options import read_split_file, resolve_split_dir
 
 SNIPPET = 5  # positions per snippet (4 relative poses)
 
@@ -53,54 +53,55 @@ def gt_local_poses(global_poses):
             for i in range(1, len(global_poses))]
 
 
-def evaluate(opt):
-    device = torch.device("cuda" if torch.cuda.is_available() and not opt.no_cuda else "cpu")
-    if opt.eval_split.startswith("odom_"):
-        sequence = int(opt.eval_split.split("_")[1])
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="5-frame ATE of a pose network on a KITTI odometry sequence",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--load_weights_folder", required=True, help="a weights_N folder with the pose networks")
+    p.add_argument("--eval_split", default="odom_9",
+                   help="odom_9, odom_10, or a split folder with test_files_NN.txt")
+    p.add_argument("--data_path", default="kitti_odom", help="KITTI odometry root (sequences/, poses/)")
+    p.add_argument("--png", action="store_true", help="read .png images (default .jpg)")
+    p.add_argument("--batch_size", type=int, default=16, help="pairs per forward pass")
+    p.add_argument("--num_workers", type=int, default=4, help="data loader workers")
+    p.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
+    return p.parse_args(argv)
+
+
+def evaluate(args):
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    if args.eval_split.startswith("odom_"):
+        sequence = int(args.eval_split.split("_")[1])
         filenames = read_split_file(os.path.join(resolve_split_dir("odom"), f"test_files_{sequence:02d}.txt"))
     else:
-        split_dir = resolve_split_dir(opt.eval_split)
+        split_dir = resolve_split_dir(args.eval_split, args.data_path)
         tests = sorted(f for f in os.listdir(split_dir) if f.startswith("test_files_"))
         if not tests:
             raise SystemExit(f"{split_dir}: no test_files_NN.txt for pose evaluation")
         sequence = int(tests[0][len("test_files_"):-4])
         filenames = read_split_file(os.path.join(split_dir, tests[0]))
-    folder = os.path.expanduser(opt.load_weights_folder or "")
-    for name in ("pose_encoder.pth", "pose.pth"):
-        if not os.path.isfile(os.path.join(folder, name)):
-            raise SystemExit(f"--load_weights_folder {folder}: missing {name}")
-    enc_info = torch.load(os.path.join(folder, "encoder.pth"), map_location="cpu", weights_only=True) \
-        if os.path.isfile(os.path.join(folder, "encoder.pth")) else {}
-    height, width = int(enc_info.get("height", opt.height)), int(enc_info.get("width", opt.width))
-    dataset = KITTIOdomDataset(opt.data_path, filenames, height, width, [0, 1], 4, is_train=False,
-                               img_ext=".png" if opt.png else ".jpg")
-    loader = DataLoader(dataset, opt.batch_size, shuffle=False, num_workers=min(opt.num_workers, 4))
-    pose_encoder = networks.ResnetEncoder(opt.num_layers, False, 2)
-    pose_encoder.load_state_dict(torch.load(os.path.join(folder, "pose_encoder.pth"), map_location="cpu",
-                                            weights_only=True))
-    pose_decoder = networks.PoseDecoder(pose_encoder.num_ch_enc, 1, 2)
-    pose_decoder.load_state_dict(torch.load(os.path.join(folder, "pose.pth"), map_location="cpu",
-                                            weights_only=True))
-    pose_encoder.to(device).eval()
-    pose_decoder.to(device).eval()
+    from methods import load_for_inference
+    method = load_for_inference(args.load_weights_folder, device, networks="all")
+    if not hasattr(method, "pose_between"):
+        raise SystemExit(f"{type(method).__name__} has no pose network to evaluate")
+    dataset = KITTIOdomDataset(args.data_path, filenames, method.opt.height, method.opt.width, [0, 1], 1,
+                               is_train=False, img_ext=".png" if args.png else ".jpg")
+    loader = DataLoader(dataset, args.batch_size, shuffle=False, num_workers=args.num_workers)
     pred_poses = []
     with torch.no_grad():
         for inputs in loader:
-            pair = torch.cat([inputs[("color_aug", 0, 0)], inputs[("color_aug", 1, 0)]], 1).to(device)
-            axisangle, translation = pose_decoder([pose_encoder(pair)])
+            axisangle, translation = method.pose_between(inputs[("color_aug", 0, 0)].to(device),
+                                                         inputs[("color_aug", 1, 0)].to(device))
             pred_poses.append(transformation_from_parameters(axisangle[:, 0], translation[:, 0]).cpu().numpy())
     pred_poses = np.concatenate(pred_poses)
-    poses_file = os.path.join(opt.data_path, "poses", f"{sequence:02d}.txt")
-    global_poses = read_poses_file(poses_file)
-    local = gt_local_poses(global_poses)
-    ates = snippet_ates(pred_poses, local)
+    global_poses = read_poses_file(os.path.join(args.data_path, "poses", f"{sequence:02d}.txt"))
+    ates = snippet_ates(pred_poses, gt_local_poses(global_poses))
     print(f"\n   Trajectory error: {ates.mean():0.3f}, std: {ates.std():0.3f}\n")
-    out = os.path.join(folder, "poses.npy")
+    out = os.path.join(args.load_weights_folder, "poses.npy")
     np.save(out, pred_poses)
     print(f"-> Predictions saved to {out}")
     return ates
 
 
 if __name__ == "__main__":
-    evaluate(MonodepthOptions().parse())
+    evaluate(parse_args())
     sys.exit(0)

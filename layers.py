@@ -1,10 +1,9 @@
 """Geometry and small layers: depth <-> disparity, poses, back-projection and projection,
-warping, SSIM, edge-aware smoothness and the depth metrics used during training.
+warping, SSIM and edge-aware smoothness (the depth metrics are in evaluation/).
 
 Conventions: images are B x 3 x H x W in [0, 1]; K and inv_K are B x 4 x 4 in pixels;
 T is B x 4 x 4 and maps points of the target camera into the source camera.
 """
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -169,19 +168,3 @@ def get_smooth_loss(disp, img):
     grad_disp_y = grad_disp_y * torch.exp(-grad_img_y)
     return grad_disp_x.mean() + grad_disp_y.mean()
 
-
-DEPTH_METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
-
-
-def compute_depth_errors(gt, pred):
-    """The seven standard depth metrics between 1-D tensors (or arrays) gt and pred."""
-    lib = torch if isinstance(gt, torch.Tensor) else np
-    thresh = lib.maximum(gt / pred, pred / gt)
-    a1 = (thresh < 1.25).float().mean() if lib is torch else (thresh < 1.25).mean()
-    a2 = (thresh < 1.25 ** 2).float().mean() if lib is torch else (thresh < 1.25 ** 2).mean()
-    a3 = (thresh < 1.25 ** 3).float().mean() if lib is torch else (thresh < 1.25 ** 3).mean()
-    rmse = lib.sqrt(((gt - pred) ** 2).mean())
-    rmse_log = lib.sqrt(((lib.log(gt) - lib.log(pred)) ** 2).mean())
-    abs_rel = (lib.abs(gt - pred) / gt).mean()
-    sq_rel = (((gt - pred) ** 2) / gt).mean()
-    return abs_rel, sq_rel, rmse, rmse_log, a1, a2, a3

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from datasets.mono_dataset import OTHER_SIDE, STEREO_BASELINE, MonoDataset
 from layers import BackprojectDepth, Project3D, warp
 from losses import ReprojectionLoss
+from methods.depth_hints import hint_file
 
 KITTI_FX_NORM = 0.58  # normalised focal length of KITTI's average camera
 BLOCK_SIZES = (1, 3, 5)  # odd, as OpenCV requires (the reference also used an even 2)
@@ -93,8 +94,7 @@ def fuse_candidates(candidates, base, other, base_is_left):
     return fused.numpy()
 
 
-def hint_path(save_path, folder, frame, side):
-    return os.path.join(save_path, folder, f"image_0{SIDE_MAP[side]}", f"{int(frame):010d}.npy")
+hint_path = hint_file  # <save_path>/<folder>/image_0{2,3}/<frame:010d>.npy
 
 
 def image_path(data_path, folder, frame, side, ext):
@@ -109,14 +109,13 @@ def load_resized(path, width, height):
 def process_line(job):
     """Worker: one split line -> ('done' | 'skipped' | 'missing: ...', path)."""
     line, args = job
-    torch.set_num_threads(1)
     parts = line.split()
     folder, frame = parts[0], int(parts[1])
     side = parts[2] if len(parts) > 2 else "l"
     out = hint_path(args.save_path, folder, frame, side)
     if os.path.isfile(out) and not args.overwrite:
         return "skipped", out
-    ext = ".png" if args.png else ".jpg"
+    ext = args.ext
     base_path = image_path(args.data_path, folder, frame, side, ext)
     other_path = image_path(args.data_path, folder, frame, OTHER_SIDE[side], ext)
     for p in (base_path, other_path):
@@ -142,7 +141,8 @@ def main(argv=None):
     p.add_argument("--height", type=int, default=320)
     p.add_argument("--width", type=int, default=1024)
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--png", action="store_true", help="read .png images (default .jpg)")
+    p.add_argument("--png", action="store_true",
+                   help="read .png images (default: .jpg, or .png when the first image exists only as .png)")
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
     args.save_path = args.save_path or os.path.join(args.data_path, "depth_hints")
@@ -150,9 +150,12 @@ def main(argv=None):
         raise SystemExit(f"--filenames {args.filenames}: no such file")
     with open(args.filenames) as f:
         lines = [ln for ln in f.read().splitlines() if ln.strip()]
+    args.ext = image_extension(args, lines)
     counts = {"done": 0, "skipped": 0, "missing": 0}
     jobs = [(ln, args) for ln in lines]
-    executor = ProcessPoolExecutor(args.num_workers) if args.num_workers > 1 else None
+    # one thread per worker process; a run in this process keeps its thread count
+    executor = ProcessPoolExecutor(args.num_workers, initializer=torch.set_num_threads, initargs=(1,)) \
+        if args.num_workers > 1 else None
     results = executor.map(process_line, jobs, chunksize=4) if executor else map(process_line, jobs)
     for status, path in tqdm(results, total=len(jobs), desc="depth hints", unit="image"):
         if status.startswith("missing"):
@@ -164,7 +167,25 @@ def main(argv=None):
         executor.shutdown()
     print(f"-> {counts['done']} hints written, {counts['skipped']} already there, {counts['missing']} "
           f"skipped for missing images; in {args.save_path}")
+    if lines and counts["done"] + counts["skipped"] == 0:
+        raise SystemExit(f"no hint written: none of the {len(lines)} lines of {args.filenames} has both "
+                         f"{args.ext} images under --data_path {args.data_path}; check the path and the "
+                         "image format (--png)")
     return counts
+
+
+def image_extension(args, lines):
+    """.png with --png; otherwise .jpg, unless the first line's image exists only as .png."""
+    if args.png or not lines:
+        return ".png" if args.png else ".jpg"
+    parts = lines[0].split()
+    side = parts[2] if len(parts) > 2 else "l"
+    jpg = image_path(args.data_path, parts[0], parts[1], side, ".jpg")
+    png = jpg[:-4] + ".png"
+    if not os.path.isfile(jpg) and os.path.isfile(png):
+        print(f"-> {jpg} does not exist but {os.path.basename(png)} does: reading .png images")
+        return ".png"
+    return ".jpg"
 
 
 if __name__ == "__main__":

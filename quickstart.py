@@ -30,7 +30,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     sys.path.insert(0, PROJECT_DIR)
     from datasets import synthetic_world as sw
-    from evaluate_depth import STEREO_SCALE_FACTOR, evaluate_predictions, predict_disparities, print_table
+    from evaluate_depth import predict_disparities, print_table
+    from evaluation.kitti import STEREO_SCALE_FACTOR, KittiSplit
     from export_gt_depth import export_gt_depths
     from options import MonodepthOptions
     from trainer import Trainer
@@ -49,22 +50,24 @@ def main(argv=None):
         "--cache_dir", os.path.join(args.data_path, "cache")])
     trainer = Trainer(opt)
     _, gts = export_gt_depths(args.data_path, split, "velodyne", "exact", progress=False)
-    with open(os.path.join(split, "test_files.txt")) as f:
-        test_lines = f.read().splitlines()
+    test_set = KittiSplit(split, args.data_path, png=True)
+    test_lines = test_set.filenames
+    score = test_set.protocol.evaluate
 
     def predict():
         trainer.method.eval()
-        disps = predict_disparities(opt, test_lines, args.data_path, trainer.method.predict_disp,
-                                    opt.height, opt.width, trainer.device)
+        dataset = test_set.dataset(opt.height, opt.width, trainer.method.inference_frames)
+        disps = predict_disparities(trainer.method, dataset, trainer.device, opt.batch_size,
+                                    min(opt.num_workers, 4), progress=False)
         trainer.method.train()
         return disps
 
-    untrained = evaluate_predictions(predict(), gts, "eigen", True, 1.0)[0]
+    untrained = score(predict(), gts, 1.0, True)[0]
     trainer.train()
     disps = predict()
-    metric = evaluate_predictions(disps, gts, "eigen", False, STEREO_SCALE_FACTOR)[0]
-    trained = evaluate_predictions(disps, gts, "eigen", True, 1.0)[0]
-    constant = evaluate_predictions(np.ones((len(gts), opt.height, opt.width)), gts, "eigen", True, 1.0)[0]
+    metric = score(disps, gts, STEREO_SCALE_FACTOR, False)[0]
+    trained = score(disps, gts, 1.0, True)[0]
+    constant = score(np.ones((len(gts), opt.height, opt.width)), gts, 1.0, True)[0]
     print("\n-> test drive of the synthetic world, metric depth (stereo protocol: x5.4, no scaling)")
     print_table(metric)
     print(f"\n   abs_rel with per-image median scaling: trained {trained['abs_rel']:.3f} | untrained "

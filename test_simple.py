@@ -3,6 +3,7 @@
     python test_simple.py --image_path assets/test_image.jpg --load_weights_folder W
     python test_simple.py --image_path DIR --ext png --load_weights_folder W --save_npy
 
+The model is rebuilt from the weight folder alone (opt.json, or a monodepth2 folder).
 Writes <name>_disp.jpeg (magma, 95th-percentile normalisation) beside each image, and with
 --save_npy <name>_disp.npy (scaled disparity at network resolution, 1 x 1 x h x w) or, with
 --pred_metric_depth, <name>_depth.npy (metres, for stereo-trained models: 5.4 x depth).
@@ -19,24 +20,23 @@ import torch.nn.functional as F
 from torchvision import transforms
 from tqdm import tqdm
 
-from evaluate_depth import STEREO_SCALE_FACTOR, load_model_for_eval
-from layers import disp_to_depth
+from evaluation import STEREO_SCALE_FACTOR
 from utils import colorize_disparity
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="single-image (or folder) depth prediction")
+    p = argparse.ArgumentParser(description="single-image (or folder) depth prediction",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--image_path", required=True, help="an image or a folder of images")
-    p.add_argument("--load_weights_folder", required=True, help="folder with encoder.pth and depth.pth")
+    p.add_argument("--load_weights_folder", required=True, help="a weights_N folder of a trained model")
     p.add_argument("--ext", default="jpg", help="image extension to search for in a folder")
-    p.add_argument("--num_layers", type=int, default=18)
+    p.add_argument("--num_layers", type=int, help="ResNet depth of a monodepth2 folder without opt.json "
+                   "(default: read from encoder.pth)")
     p.add_argument("--save_npy", action="store_true", help="also write the disparity as .npy")
     p.add_argument("--pred_metric_depth", action="store_true",
                    help="write metric depth (x5.4, stereo-trained models) as <name>_depth.npy")
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--min_depth", type=float, default=0.1)
-    p.add_argument("--max_depth", type=float, default=100.0)
-    p.add_argument("--no_cuda", action="store_true")
+    p.add_argument("--batch_size", type=int, default=8, help="images per forward pass")
+    p.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
     return p.parse_args(argv)
 
 
@@ -55,9 +55,14 @@ def list_images(path, ext):
 def main(argv=None):
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
-    args.height, args.width = 192, 640
-    predict, height, width, info = load_model_for_eval(args, device)
-    if args.pred_metric_depth and not info.get("use_stereo", True):
+    from methods import load_for_inference
+    method = load_for_inference(args.load_weights_folder, device,
+                                **({"num_layers": args.num_layers} if args.num_layers else {}))
+    if tuple(method.inference_frames) != (0,):
+        raise SystemExit(f"{type(method).__name__} needs frames {list(method.inference_frames)} per prediction; "
+                         "test_simple.py predicts from single images: use evaluate_depth.py")
+    height, width = method.opt.height, method.opt.width
+    if args.pred_metric_depth and not method.opt.use_stereo:
         print("-> warning: this model was trained without stereo; its depth is not metric")
     paths = list_images(args.image_path, args.ext)
     resize = transforms.Resize((height, width), interpolation=transforms.InterpolationMode.LANCZOS)
@@ -69,20 +74,19 @@ def main(argv=None):
             batch_paths = paths[start:start + args.batch_size]
             images = [pil.open(p).convert("RGB") for p in batch_paths]
             batch = torch.stack([to_tensor(resize(im)) for im in images]).to(device)
-            disp = predict(batch)
+            prediction = method.predict({("color", 0, 0): batch})
+            depth = prediction["depth"]
+            disp = prediction.get("disp", 1 / depth)
             for k, (path, image) in enumerate(zip(batch_paths, images)):
                 w0, h0 = image.size
-                d = disp[k:k + 1]
-                resized = F.interpolate(d, (h0, w0), mode="bilinear", align_corners=False)[0, 0].cpu().numpy()
+                resized = F.interpolate(disp[k:k + 1], (h0, w0), mode="bilinear", align_corners=False)[0, 0]
                 name = os.path.splitext(path)[0]
-                scaled_disp, depth = disp_to_depth(d, args.min_depth, args.max_depth)
-                if args.save_npy or args.pred_metric_depth:
-                    if args.pred_metric_depth:
-                        np.save(f"{name}_depth.npy", (STEREO_SCALE_FACTOR * depth).cpu().numpy())
-                    else:
-                        np.save(f"{name}_disp.npy", scaled_disp.cpu().numpy())
+                if args.pred_metric_depth:
+                    np.save(f"{name}_depth.npy", (STEREO_SCALE_FACTOR * depth[k:k + 1]).cpu().numpy())
+                elif args.save_npy:
+                    np.save(f"{name}_disp.npy", disp[k:k + 1].cpu().numpy())
                 out = f"{name}_disp.jpeg"
-                pil.fromarray(colorize_disparity(resized)).save(out)
+                pil.fromarray(colorize_disparity(resized.cpu().numpy())).save(out)
                 written.append(out)
     print(f"-> wrote {len(written)} depth image(s), e.g. {written[0]}")
     return written

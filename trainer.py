@@ -1,69 +1,34 @@
-"""The one training loop. It knows nothing about any paper: a method (methods/) turns a
-batch into outputs and named loss terms; the Trainer sums the terms, steps the optimiser
-and the schedule, and owns everything around that: single process or DDP (torchrun),
-AMP, resumable state, per-epoch validation, logging and monodepth2-format weight folders.
+"""The one training loop. It knows nothing about any paper or dataset: a method (methods/)
+declares its networks, parameter groups, data needs and hooks, turns a batch into outputs
+and named loss terms; a dataset (datasets/) builds items and names its evaluation
+protocol (evaluation/). The Trainer sums the terms, steps the optimiser and the schedule,
+and owns what surrounds that: one process or DDP (torchrun), AMP, validation, and (with
+training/) weight folders, the resumable state and the logs.
 """
 import contextlib
 import json
 import math
 import os
-import random
-import shutil
 import signal
 import time
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets import DATASETS
-from datasets.fast_loader import FastMonoDataset, decode_batch, device_augment, fast_collate
-from evaluate_depth import batch_depth_metrics
-from layers import disp_to_depth
+from datasets.fast_loader import fast_collate
+from evaluation import DEPTH_METRIC_NAMES, PROTOCOLS
 from methods import build_method
 from options import read_split_file, resolve_split_dir
-from utils import atomic_torch_save, atomic_write_bytes, seed_everything, sec_to_hm_str
+from training import checkpoints
+from training.logger import RunLogger
+from training.sampler import EpochSampler, distributed_context  # noqa: F401 (re-exported)
+from utils import atomic_write_bytes, seed_everything
 
 LOG_EVERY_STEP_UNTIL = 2000  # log at log_frequency early on, then every 2000 steps
 LOWER_IS_BETTER = {"abs_rel", "sq_rel", "rmse", "rmse_log"}
-
-
-class EpochSampler(Sampler):
-    """Shuffled indices that depend on (seed, epoch) only, split over DDP ranks, and able to
-    start part-way through an epoch (resume). Yields (index, epoch) pairs so that the
-    dataset can derive each item's augmentation from them."""
-
-    def __init__(self, n, batch_size, shuffle=True, seed=0, rank=0, world_size=1):
-        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.start_batch = 0, 0
-        self.per_rank = n // world_size
-
-    def set_epoch(self, epoch, start_batch=0):
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def __iter__(self):
-        if self.shuffle:
-            g = torch.Generator()
-            g.manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        order = order[self.rank:self.per_rank * self.world_size:self.world_size]
-        for i in order[self.start_batch * self.batch_size:]:
-            yield (i, self.epoch)
-
-    def __len__(self):
-        return self.per_rank - self.start_batch * self.batch_size
-
-
-def distributed_context():
-    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) otherwise."""
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    return 0, 1, 0
 
 
 class NonFiniteLossError(RuntimeError):
@@ -85,6 +50,8 @@ class Trainer:
         seed_everything(opt.seed)
         self.log_path = os.path.join(os.path.expanduser(opt.log_dir), opt.model_name)
         self.state_dir = os.path.join(self.log_path, "state")
+        self.models_dir = os.path.join(self.log_path, "models")
+        self.logger = RunLogger(self.log_path)
 
         self.method = build_method(opt).to(self.device)
         if opt.channels_last:
@@ -103,23 +70,24 @@ class Trainer:
         if self.world_size > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=getattr(self.method, "find_unused_parameters", False))
+                find_unused_parameters=self.method.find_unused_parameters)
 
         self.optimizer = self._build_optimizer()
         if opt.load_weights_folder and not opt.resume:
-            self._load_optimizer(os.path.expanduser(opt.load_weights_folder))
+            checkpoints.load_optimizer_state(self.optimizer, os.path.expanduser(opt.load_weights_folder),
+                                             self.group_lrs, self._print)
         self._build_loaders()
         self.scheduler = self._build_scheduler()
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opt.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=opt.amp == "fp16" and self.device.type == "cuda")
-        self.writers = None
         self.step, self.epoch, self.start_batch = 0, 0, 0
         self.nonfinite_in_row = 0
         self.best = None
         self.loss_history = []
         if opt.resume:
             self._resume()
-        self._print(f"Training model named: {opt.model_name}\n  models and logs in {self.log_path}\n"
+        self._print(f"Training model named: {opt.model_name} ({type(self.method).__name__})\n"
+                    f"  models and logs in {self.log_path}\n"
                     f"  device: {self.device}, processes: {self.world_size}, batch per process: "
                     f"{opt.batch_size}\n  {len(self.train_dataset)} training items, "
                     f"{len(self.val_dataset)} validation items")
@@ -139,18 +107,21 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
     def _build_optimizer(self):
+        """One optimiser over the method's parameter groups, each at its own LR."""
         opt = self.opt
-        params = self.method.parameters_to_train()
-        kwargs = dict(lr=opt.learning_rate, weight_decay=opt.weight_decay)
+        groups = self.method.param_groups()
+        self.group_lrs = [g["lr"] for g in groups]
+        kwargs = dict(weight_decay=opt.weight_decay)
         if self.device.type == "cuda" and not opt.deterministic:
             kwargs["fused"] = True
         cls = torch.optim.AdamW if opt.optimizer == "adamw" else torch.optim.Adam
-        return cls(params, **kwargs)
+        return cls([dict(g) for g in groups], lr=self.group_lrs[0], **kwargs)
 
     def _build_scheduler(self):
         """One LambdaLR over optimiser steps, built once (never rebuilt when parts are frozen
-        later, which would reset the LR). step: x decay_rate every decay_step epochs;
-        cosine: to eta_min over the run; optional linear warm-up."""
+        later, which would reset the LR); the same factor for every group. step: x
+        decay_rate every decay_step epochs; exponential: x decay_rate every epoch; cosine:
+        to eta_min over the run; optional linear warm-up."""
         opt = self.opt
         steps_per_epoch = max(len(self.train_loader), 1)
         total = steps_per_epoch * opt.num_epochs
@@ -159,9 +130,11 @@ class Trainer:
         decay_step = opt.decay_step or opt.scheduler_step_size
 
         def factor(step):
-            f = 1.0
+            epoch = step // steps_per_epoch
             if opt.lr_sche_type == "step":
-                f = opt.decay_rate ** (step // steps_per_epoch // decay_step)
+                f = opt.decay_rate ** (epoch // decay_step)
+            elif opt.lr_sche_type == "exponential":
+                f = opt.decay_rate ** epoch
             else:
                 t = min(step / max(total, 1), 1.0)
                 floor = opt.eta_min / opt.learning_rate
@@ -173,26 +146,21 @@ class Trainer:
 
     def _make_dataset(self, names, is_train, split_file):
         opt = self.opt
-        dataset = DATASETS[opt.dataset](opt.data_path, names, opt.height, opt.width, opt.frame_ids,
-                                        len(opt.scales), is_train=is_train,
-                                        img_ext=".png" if opt.png else ".jpg", split_file=split_file)
-        dataset.seed = opt.seed
-        if opt.use_depth_hints:
-            dataset.depth_hint_path = opt.depth_hint_path or os.path.join(opt.data_path, "depth_hints")
-        if opt.fast_loader:
-            return FastMonoDataset(dataset, opt.cache_dir, encoded=opt.decode_on_device)
-        return dataset
+        path = "encoded" if opt.decode_on_device else "fast" if opt.fast_loader else "default"
+        return DATASETS[opt.dataset](opt.data_path, names, opt.height, opt.width, opt.frame_ids, len(opt.scales),
+                                     is_train=is_train, img_ext=".png" if opt.png else ".jpg",
+                                     split_file=split_file, input_path=path, cache_dir=opt.cache_dir,
+                                     targets=self.method.item_targets(), seed=opt.seed)
 
     def _build_loaders(self):
         opt = self.opt
-        split_dir = resolve_split_dir(opt.split)
+        split_dir = resolve_split_dir(opt.split, opt.data_path)
         train_file = os.path.join(split_dir, "train_files.txt")
-        val_dir = resolve_split_dir(opt.val_split) if opt.val_split else split_dir
+        val_dir = resolve_split_dir(opt.val_split, opt.data_path) if opt.val_split else split_dir
         val_file = os.path.join(val_dir, "val_files.txt")
-        if os.path.basename(val_file) == "test_files.txt":
-            raise SystemExit("--val_split must not be a test split")
         self.train_dataset = self._make_dataset(read_split_file(train_file), True, train_file)
         self.val_dataset = self._make_dataset(read_split_file(val_file), False, val_file)
+        self.protocol = PROTOCOLS[self.val_dataset.eval_protocol]
         if len(self.train_dataset) < opt.batch_size * self.world_size:
             raise SystemExit(f"{train_file} has {len(self.train_dataset)} items, fewer than "
                              f"--batch_size {opt.batch_size} x {self.world_size} processes")
@@ -201,8 +169,9 @@ class Trainer:
         # or a resumed run's random stream would be shifted
         loader_rng = torch.Generator()
         loader_rng.manual_seed(opt.seed)
-        common = dict(num_workers=workers, pin_memory=self.device.type == "cuda",
-                      persistent_workers=workers > 0, generator=loader_rng, collate_fn=self.collate_fn)
+        self.loader_options = dict(num_workers=workers, pin_memory=self.device.type == "cuda",
+                                   collate_fn=fast_collate if opt.fast_loader else None)
+        common = dict(self.loader_options, persistent_workers=workers > 0, generator=loader_rng)
         if workers > 0:
             common["prefetch_factor"] = 4 if opt.fast_loader else 2
         self.train_sampler = EpochSampler(len(self.train_dataset), opt.batch_size, True, opt.seed,
@@ -214,24 +183,20 @@ class Trainer:
         self.val_loader = DataLoader(self.val_dataset, val_batch, sampler=self.val_sampler, drop_last=True, **common)
         self.val_iter = None
 
-    @property
-    def collate_fn(self):
-        return fast_collate if self.opt.fast_loader else None
-
-    def _to_device(self, inputs):
+    def _to_device(self, inputs, dataset=None):
+        """A loader batch on the device, finished there by the fast input path."""
+        dataset = dataset or self.train_dataset
         out = {}
         for k, v in inputs.items():
-            if isinstance(v, list):  # JPEG bytes: decode_batch reads them from host memory
+            if isinstance(v, list):  # JPEG bytes: decoded on the device by the dataset
                 out[k] = v
                 continue
             v = v.to(self.device, non_blocking=True)
             if self.opt.channels_last and v.dim() == 4:
                 v = v.contiguous(memory_format=torch.channels_last)
             out[k] = v
-        if self.opt.fast_loader:
-            if self.opt.decode_on_device:
-                out = decode_batch(out, (self.opt.height, self.opt.width), self.device)
-            out = device_augment(out, self.opt.frame_ids, len(self.opt.scales))
+        if dataset.fast:
+            out = dataset.finish_batch(out, self.device)
         return out
 
     # ------------------------------------------------------------------ loop
@@ -242,12 +207,14 @@ class Trainer:
         if opt.max_steps:
             self.num_total_steps = min(self.num_total_steps, opt.max_steps)
         if self.is_main:
-            self.save_opts()
+            os.makedirs(self.models_dir, exist_ok=True)
+            atomic_write_bytes(os.path.join(self.models_dir, "opt.json"), checkpoints.options_json(opt))
         previous = signal.getsignal(signal.SIGTERM)
         if self.is_main and hasattr(signal, "SIGTERM"):
             signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             while self.epoch < opt.num_epochs and not self.done():
+                self.method.on_epoch_start(self.epoch, self.start_batch)
                 finished = self.run_epoch()
                 if finished:
                     self.method.on_epoch_end(self.epoch)
@@ -270,9 +237,7 @@ class Trainer:
         finally:
             if hasattr(signal, "SIGTERM") and self.is_main:
                 signal.signal(signal.SIGTERM, previous)
-            if self.writers:
-                for w in self.writers.values():
-                    w.close()
+            self.logger.close()
             if self.world_size > 1 and dist.is_initialized():
                 self._barrier()
                 dist.destroy_process_group()
@@ -293,9 +258,9 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def process_batch(self, inputs, distributed=True):
+    def process_batch(self, inputs, distributed=True, dataset=None):
         """distributed=False runs the bare method (rank-0-only work: no DDP collectives)."""
-        inputs = self._to_device(inputs)
+        inputs = self._to_device(inputs, dataset)
         with self.autocast():
             outputs = (self.model if distributed else self.method)(inputs)
         # losses in float32: AMP covers the networks only
@@ -330,16 +295,16 @@ class Trainer:
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.4f}", ex_s=f"{opt.batch_size * self.world_size / duration:.1f}")
             if self.is_main:
-                self._log_step_line(loss)
+                self.logger.append_jsonl("train_steps.jsonl", {
+                    "step": self.step, "epoch": self.epoch, "loss": loss.item(),
+                    "lr": self.optimizer.param_groups[0]["lr"]})
                 early = batch_idx % opt.log_frequency == 0 and self.step < LOG_EVERY_STEP_UNTIL
                 if early or (self.step % LOG_EVERY_STEP_UNTIL == 0 and self.step > 0):
                     self.log_time(batch_idx, duration, loss.item())
                     logs = dict(logs, **{f"terms/{k}": v.detach() for k, v in terms.items()})
-                    if "depth_gt" in inputs:
-                        logs.update(batch_depth_metrics(outputs[("depth", 0, 0)].float(), inputs["depth_gt"]))
                     self.log("train", inputs, outputs, loss, logs)
                     self.val()
-            self.method.on_step_end(self.step)
+            self.method.on_train_step_end(self.step, inputs, outputs)
             self.step += 1
             batch_idx += 1
             self.start_batch = batch_idx
@@ -362,15 +327,32 @@ class Trainer:
         self._print(f"-> step {self.step}: non-finite loss ({loss.item()}), step skipped "
                     f"({self.nonfinite_in_row} in a row)")
         if self.is_main:
-            self._writer("train").add_scalar("nonfinite_skipped", self.nonfinite_in_row, self.step)
+            self.logger.scalars("train", {"nonfinite_skipped": self.nonfinite_in_row}, self.step)
         if self.nonfinite_in_row >= self.opt.max_nonfinite:
             raise NonFiniteLossError(
                 f"{self.nonfinite_in_row} non-finite losses in a row (--max_nonfinite "
                 f"{self.opt.max_nonfinite}): lower --learning_rate, try --amp off, or check the data; "
                 f"the last good state is in {self.state_dir}")
 
+    # ------------------------------------------------------------------ validation
+    def depth_metrics(self, depth, depth_gt):
+        """Mean metrics of a batch under the validation protocol (per-image scaling unless
+        the method's depth is metric)."""
+        disp = (1 / depth.detach().float()).cpu()[:, 0].numpy()
+        gt = depth_gt.cpu()[:, 0].numpy()
+        scale = self.method.depth_scale
+        sums, count = {}, 0
+        for i in range(len(gt)):
+            errors, _ = self.protocol.score(disp[i], gt[i], scale or 1.0, scale is None)
+            if errors is None:
+                continue
+            for name, value in zip(DEPTH_METRIC_NAMES, errors):
+                sums[name] = sums.get(name, 0.0) + value
+            count += 1
+        return sums, count
+
     def val(self):
-        """One validation batch, no gradients (monodepth2's in-training check)."""
+        """One validation batch, no gradients (the reference's in-training check)."""
         self.method.eval()
         if self.val_iter is None:
             self.val_iter = iter(self.val_loader)
@@ -380,188 +362,99 @@ class Trainer:
             self.val_iter = iter(self.val_loader)
             inputs = next(self.val_iter)
         with torch.no_grad():
-            inputs, outputs, loss, terms, logs = self.process_batch(inputs, distributed=False)
-            if "depth_gt" in inputs:
-                logs.update(batch_depth_metrics(outputs[("depth", 0, 0)].float(), inputs["depth_gt"]))
+            inputs, outputs, loss, terms, logs = self.process_batch(inputs, distributed=False,
+                                                                    dataset=self.val_dataset)
             self.log("val", inputs, outputs, loss, logs)
         self.method.train()
 
     def validate_epoch(self):
-        """Depth metrics over the whole validation split (rank 0), logged to TensorBoard and
-        metrics.jsonl; the best epoch by --best_metric is kept as weights_best/."""
+        """Depth metrics over the whole validation split (rank 0) under its dataset's
+        protocol, logged to TensorBoard and metrics.jsonl; the best epoch by --best_metric
+        is kept as weights_best/."""
         if not self.is_main or not self.val_dataset.load_depth:
             return None
         opt = self.opt
         self.method.eval()
         sums, count = {}, 0
-        loader = DataLoader(self.val_dataset, self.val_loader.batch_size, shuffle=False, collate_fn=self.collate_fn,
-                            num_workers=0 if opt.num_workers == 0 else min(opt.num_workers, 4))
+        loader = DataLoader(self.val_dataset, self.val_loader.batch_size, shuffle=False,
+                            **dict(self.loader_options, num_workers=min(opt.num_workers, 4)))
         with torch.no_grad():
             for inputs in loader:
-                inputs = self._to_device(inputs)
+                inputs = self._to_device(inputs, self.val_dataset)
                 with self.autocast():
-                    disp = self.method.predict_disp(inputs[("color", 0, 0)])
-                _, depth = disp_to_depth(disp.float(), opt.min_depth, opt.max_depth)
-                metrics = batch_depth_metrics(depth, inputs["depth_gt"])
-                n = inputs["depth_gt"].shape[0]
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v * n
+                    prediction = self.method.predict(inputs)
+                batch_sums, n = self.depth_metrics(prediction["depth"], inputs["depth_gt"])
+                for k, v in batch_sums.items():
+                    sums[k] = sums.get(k, 0.0) + v
                 count += n
         self.method.train()
         if not count:
             return None
-        metrics = {k.split("/")[1]: v / count for k, v in sums.items()}
-        writer = self._writer("val")
-        for k, v in metrics.items():
-            writer.add_scalar(f"epoch/{k}", v, self.epoch)
+        metrics = {k: v / count for k, v in sums.items()}
+        self.logger.scalars("val", {f"epoch/{k}": v for k, v in metrics.items()}, self.epoch)
         record = {"epoch": self.epoch, "step": self.step, **metrics}
-        with open(os.path.join(self.log_path, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.logger.append_jsonl("metrics.jsonl", record)
         value = metrics.get(opt.best_metric)
         if value is not None:
             better = self.best is None or (value < self.best if opt.best_metric in LOWER_IS_BETTER else value > self.best)
             if better:
                 self.best = value
                 self.save_model("weights_best")
-                atomic_write_bytes(os.path.join(self.log_path, "models", "best.json"), json.dumps(record).encode())
-        self._print(f"-> epoch {self.epoch} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                atomic_write_bytes(os.path.join(self.models_dir, "best.json"), json.dumps(record).encode())
+        self._print(f"-> epoch {self.epoch} validation ({self.protocol.name}): "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics
 
     # ------------------------------------------------------------------ logging
-    def _writer(self, mode):
-        if self.writers is None:
-            from tensorboardX import SummaryWriter
-            self.writers = {m: SummaryWriter(os.path.join(self.log_path, m)) for m in ("train", "val")}
-        return self.writers[mode]
-
-    def _log_step_line(self, loss):
-        os.makedirs(self.log_path, exist_ok=True)
-        with open(os.path.join(self.log_path, "train_steps.jsonl"), "a") as f:
-            f.write(json.dumps({"step": self.step, "epoch": self.epoch, "loss": loss.item(),
-                                "lr": self.optimizer.param_groups[0]["lr"]}) + "\n")
-
     def log_time(self, batch_idx, duration, loss):
-        samples_per_sec = self.opt.batch_size * self.world_size / duration
         elapsed = time.time() - self.start_time
         left = (self.num_total_steps / max(self.step, 1) - 1.0) * elapsed if self.step > 0 else 0
-        tqdm.write(f"epoch {self.epoch:>3} | batch {batch_idx:>6} | examples/s: {samples_per_sec:5.1f} | "
-                   f"loss: {loss:.5f} | time elapsed: {sec_to_hm_str(elapsed)} | time left: {sec_to_hm_str(left)}")
+        self.logger.console(self.epoch, batch_idx, self.opt.batch_size * self.world_size / duration, loss,
+                            elapsed, left)
 
     def log(self, mode, inputs, outputs, loss, logs):
-        writer = self._writer(mode)
-        writer.add_scalar("loss", float(loss.detach()), self.step)
-        writer.add_scalar("lr", self.optimizer.param_groups[0]["lr"], self.step)
-        for name, value in logs.items():
-            writer.add_scalar(name, float(value), self.step)
-        for name, image in self.method.images_to_log(inputs, outputs, 4).items():
-            writer.add_image(name, image.detach().float().cpu().clamp(0, 1), self.step)
+        scalars = {"loss": loss.detach(), "lr": self.optimizer.param_groups[0]["lr"]}
+        if len(self.optimizer.param_groups) > 1:
+            scalars.update({f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)})
+        scalars.update(logs)
+        depth = self.method.train_depth(outputs)
+        if "depth_gt" in inputs and depth is not None:
+            sums, n = self.depth_metrics(depth, inputs["depth_gt"])
+            scalars.update({f"{'de' if k in LOWER_IS_BETTER else 'da'}/{k}": v / n for k, v in sums.items()} if n else {})
+        self.logger.scalars(mode, scalars, self.step)
+        self.logger.images(mode, self.method.images_to_log(inputs, outputs, 4), self.step)
 
     # ------------------------------------------------------------------ weights and state
-    def save_opts(self):
-        models_dir = os.path.join(self.log_path, "models")
-        os.makedirs(models_dir, exist_ok=True)
-        atomic_write_bytes(os.path.join(models_dir, "opt.json"),
-                           json.dumps(vars(self.opt), indent=2, default=str).encode())
-
     def save_model(self, name=None):
-        """monodepth2 weight folder models/weights_<epoch> (or `name`), built in a temporary
-        folder and renamed into place."""
-        models_dir = os.path.join(self.log_path, "models")
-        folder = os.path.join(models_dir, name or f"weights_{self.epoch}")
-        tmp = folder + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.method.save_weights(tmp, {"height": self.opt.height, "width": self.opt.width,
-                                       "use_stereo": self.opt.use_stereo})
-        atomic_torch_save(self.optimizer.state_dict(), os.path.join(tmp, "adam.pth"))  # monodepth2 name
-        old = folder + ".old"
-        if os.path.isdir(folder):
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        """Weight folder models/weights_<epoch> (or `name`) with its opt.json."""
+        folder = checkpoints.save_weight_folder(self.method, self.optimizer,
+                                                os.path.join(self.models_dir, name or f"weights_{self.epoch}"),
+                                                self.opt)
         if name is None and self.opt.keep_weights > 0:
-            self._prune_weight_folders(models_dir)
+            checkpoints.prune_weight_folders(self.models_dir, self.opt.keep_weights)
         return folder
 
-    def _prune_weight_folders(self, models_dir):
-        """--keep_weights N: remove all but the newest N weights_<epoch> folders."""
-        epochs = sorted(int(d[len("weights_"):]) for d in os.listdir(models_dir)
-                        if d.startswith("weights_") and d[len("weights_"):].isdigit())
-        for epoch in epochs[:-self.opt.keep_weights]:
-            shutil.rmtree(os.path.join(models_dir, f"weights_{epoch}"), ignore_errors=True)
-
-    def _rng_state(self):
-        state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
     def save_state(self):
-        """Everything needed to continue exactly: state/last.pt, written atomically; the
-        previous good state is kept as state/previous.pt."""
+        """Everything needed to continue exactly, written atomically (see checkpoints)."""
         if not self.is_main or getattr(self, "_saved_step", None) == (self.epoch, self.step):
             return None
         self._saved_step = (self.epoch, self.step)
-        state = {"models": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                 "rng": self._rng_state(), "epoch": self.epoch, "step": self.step,
-                 "batch_in_epoch": self.start_batch, "best": self.best,
+        state = {"models": self.method.state_dict(), "method_state": self.method.extra_state(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(), "rng": checkpoints.rng_state(), "epoch": self.epoch,
+                 "step": self.step, "batch_in_epoch": self.start_batch, "best": self.best,
                  "nonfinite_in_row": self.nonfinite_in_row, "options": vars(self.opt)}
-        os.makedirs(self.state_dir, exist_ok=True)
-        last = os.path.join(self.state_dir, "last.pt")
-        incoming = os.path.join(self.state_dir, "incoming.pt")
-        atomic_torch_save(state, incoming)  # complete on disk before the rotation
-        if os.path.isfile(last):
-            os.replace(last, os.path.join(self.state_dir, "previous.pt"))
-        os.replace(incoming, last)
-        return last
-
-    def _load_state_file(self, path):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            self._print(f"-> {path} is damaged or truncated ({type(e).__name__}: {e}); "
-                        "falling back to the previous state")
-            return None
+        return checkpoints.save_state(self.state_dir, state)
 
     def _resume(self):
-        state = None
-        for name in ("incoming.pt", "last.pt", "previous.pt"):  # newest complete state first
-            path = os.path.join(self.state_dir, name)
-            if os.path.isfile(path):
-                state = self._load_state_file(path)
-                if state is not None:
-                    break
-        if state is None:
-            raise SystemExit(f"--resume: no readable state in {self.state_dir} (start without --resume)")
+        state, path = checkpoints.load_latest_state(self.state_dir, self._print)
         self.method.load_state_dict(state["models"])
+        self.method.load_extra_state(state.get("method_state", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        checkpoints.set_rng_state(state["rng"])
         self.epoch, self.step, self.start_batch = state["epoch"], state["step"], state["batch_in_epoch"]
         self.best, self.nonfinite_in_row = state["best"], state["nonfinite_in_row"]
         self._print(f"-> Resumed from {path}: epoch {self.epoch}, step {self.step}, "
                     f"batch {self.start_batch} of the epoch")
-
-    def _load_optimizer(self, folder):
-        path = os.path.join(folder, "adam.pth")
-        if not os.path.isfile(path):
-            self._print(f"-> {path} not found: the optimiser starts afresh")
-            return
-        try:
-            self.optimizer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except ValueError as e:
-            self._print(f"-> {path} does not match these parameters ({e}): the optimiser starts afresh")
-            return
-        # the saved state carries the old learning rate; --learning_rate wins (a reference
-        # bug let adam.pth silently override the 1e-5 of the high-resolution fine-tune)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.opt.learning_rate
-            group["initial_lr"] = self.opt.learning_rate
-        self._print(f"-> Loaded the optimiser state from {path}")

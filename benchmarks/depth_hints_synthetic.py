@@ -16,7 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import precompute_depth_hints  # noqa: E402
 from datasets import synthetic_world as sw  # noqa: E402
-from evaluate_depth import STEREO_SCALE_FACTOR, evaluate_predictions, predict_disparities  # noqa: E402
+from evaluate_depth import predict_disparities  # noqa: E402
+from evaluation.kitti import STEREO_SCALE_FACTOR, KittiSplit  # noqa: E402
 from export_gt_depth import export_gt_depths  # noqa: E402
 from options import PROJECT_DIR, MonodepthOptions  # noqa: E402
 from trainer import Trainer  # noqa: E402
@@ -46,20 +47,19 @@ def main():
                                           str(args.hint_width)])
     per_image = (time.time() - start) / max(counts["done"], 1)
     _, gts = export_gt_depths(args.data_path, split, "velodyne", "exact", progress=False)
-    with open(os.path.join(split, "test_files.txt")) as f:
-        test_lines = f.read().splitlines()
+    test_set = KittiSplit(split, args.data_path, png=True)
     rows = []
     for label, extra in (("stereo", []), ("stereo + depth hints", ["--use_depth_hints", "--depth_hint_path", hints])):
         opt = MonodepthOptions().parse([
             "--config", os.path.join(PROJECT_DIR, "configs", "synthetic_quickstart.yaml"), "--data_path",
             args.data_path, "--split", split, "--num_epochs", str(args.epochs), "--log_dir", tempfile.mkdtemp(),
             "--no_progress"] + extra)
-        opt.fast_loader = False  # the default loader reads the hints; both runs use it
+        opt.fast_loader = False  # the README's table was measured on the default input path
         trainer = Trainer(opt).train()
         trainer.method.eval()
-        disps = predict_disparities(opt, test_lines, args.data_path, trainer.method.predict_disp, opt.height,
-                                    opt.width, trainer.device)
-        rows.append((label, evaluate_predictions(disps, gts, "eigen", False, STEREO_SCALE_FACTOR)[0]))
+        disps = predict_disparities(trainer.method, test_set.dataset(opt.height, opt.width, [0]), trainer.device,
+                                    opt.batch_size, 0, progress=False)
+        rows.append((label, test_set.protocol.evaluate(disps, gts, STEREO_SCALE_FACTOR, False)[0]))
     print(f"\nhints: {counts['done']} images at {args.hint_width}x{args.hint_height}, {per_image:.2f} s per image "
           f"(2 CPU cores, 12 SGBM candidates + fusion)")
     print("\n| training | abs_rel | sq_rel | rmse | a1 |")

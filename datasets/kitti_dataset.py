@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import PIL.Image as pil
 
+from . import register_dataset
 from .kitti_utils import generate_depth_map
 from .mono_dataset import MonoDataset
 
@@ -33,6 +34,7 @@ class KITTIDataset(MonoDataset):
         return color
 
 
+@register_dataset("kitti")
 class KITTIRAWDataset(KITTIDataset):
     """KITTI raw: <date>/<drive>/image_0{2,3}/data/%010d.<ext>, depth from velodyne."""
 
@@ -48,6 +50,7 @@ class KITTIRAWDataset(KITTIDataset):
         return np.fliplr(depth_gt).copy() if do_flip else depth_gt
 
 
+@register_dataset("kitti_odom")
 class KITTIOdomDataset(KITTIDataset):
     """KITTI odometry: sequences/%02d/image_{2,3}/%06d.<ext>; no depth."""
 
@@ -59,9 +62,12 @@ class KITTIOdomDataset(KITTIDataset):
                             f"image_{self.side_map[side]}", f"{frame_index:06d}{self.img_ext}")
 
 
+@register_dataset("kitti_depth")
 class KITTIDepthDataset(KITTIRAWDataset):
     """KITTI raw images with the depth benchmark's improved ground truth
     (<drive>/proj_depth/groundtruth/image_0{2,3}/%010d.png, uint16 depth x 256)."""
+
+    eval_protocol = "kitti_improved"
 
     def depth_path(self, folder, frame_index, side):
         return os.path.join(self.data_path, folder, "proj_depth", "groundtruth",

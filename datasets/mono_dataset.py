@@ -1,25 +1,36 @@
-"""MonoDataset: the monodepth2 training item built from a split file.
+"""MonoDataset: the monodepth2 training item built from a split file, for both input paths.
 
 An item is a dict keyed as monodepth2 does:
   ("color", f, s), ("color_aug", f, s): 3 x H/2^s x W/2^s in [0, 1] for frame ids f
       (0, -1, 1, ..., and "s" for the other stereo view) and scales s;
   ("K", s), ("inv_K", s): 4 x 4 intrinsics at scale s;
   "stereo_T": 4 x 4 transform into the other stereo camera (with "s");
-  "depth_gt": 1 x 375 x 1242 (where the dataset has ground truth).
+  "depth_gt": 1 x 375 x 1242 (where the dataset has ground truth);
+  plus the image-aligned targets a method asks for (ItemTarget, e.g. Depth Hints' hints).
+
+One item builder (`_item`) serves both input paths:
+- default (monodepth2's): native PIL frames, geometric augmentations on them, a Lanczos
+  pyramid, photometric augmentations on the pyramid, all in the loader workers;
+- fast (--fast_loader): one pre-resized uint8 image per frame (or its JPEG bytes); the
+  augmentation parameters travel with the item as ("aug", name) and `finish_batch` applies
+  the same augmentations, the pyramid and the jitter on the training device.
 """
 import os
 import random
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torch.utils.data as data
-import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision import transforms
 
+from .augment import default_augmentations, sample_augmentations
+from .fast_loader import decode_batch, device_pyramid, load_resized_image
+
 STEREO_BASELINE = 0.1  # training units; KITTI's 0.54 m baseline, hence x5.4 to metres
 OTHER_SIDE = {"r": "l", "l": "r", "2": "3", "3": "2"}
-JITTER = dict(brightness=(0.8, 1.2), contrast=(0.8, 1.2), saturation=(0.8, 1.2), hue=(-0.1, 0.1))
+INPUT_PATHS = ("default", "fast", "encoded")
 
 
 def pil_loader(path):
@@ -28,40 +39,51 @@ def pil_loader(path):
             return img.convert("RGB")
 
 
-def sample_color_jitter(rng=random):
-    """One colour-jitter draw: the factors and their random order, to apply identically to
-    every frame of an item (torchvision's get_params returns numbers since 0.8; calling
-    ColorJitter per frame would jitter each frame differently)."""
-    order = list(range(4))
-    rng.shuffle(order)
-    b = rng.uniform(*JITTER["brightness"])
-    c = rng.uniform(*JITTER["contrast"])
-    s = rng.uniform(*JITTER["saturation"])
-    h = rng.uniform(*JITTER["hue"])
-    return order, b, c, s, h
+class ItemTarget:
+    """An image-aligned target of an item: loaded unflipped as a float32 C x h x w array,
+    mirrored with the frames, then (network_size=True) nearest-resized to the network's
+    height x width. `derived` adds keys computed from the final tensor (e.g. a validity mask)."""
+    key = None
+    network_size = False
+    derived_keys = ()  # the keys `derived` adds
+
+    def load(self, dataset, folder, frame_index, side):
+        raise NotImplementedError
+
+    def derived(self, value):
+        return {}
 
 
-def apply_color_jitter(img, params):
-    order, b, c, s, h = params
-    fns = [lambda x: TF.adjust_brightness(x, b), lambda x: TF.adjust_contrast(x, c),
-           lambda x: TF.adjust_saturation(x, s), lambda x: TF.adjust_hue(x, h)]
-    for i in order:
-        img = fns[i](img)
-    return img
+class DepthGT(ItemTarget):
+    """"depth_gt" 1 x 375 x 1242 from the dataset's get_depth (velodyne or improved GT)."""
+    key = "depth_gt"
+
+    def load(self, dataset, folder, frame_index, side):
+        return np.expand_dims(dataset.get_depth(folder, frame_index, side, False), 0).astype(np.float32)
 
 
 class MonoDataset(data.Dataset):
     """Base class; subclasses say where images, depth and intrinsics come from.
 
     filenames: split lines `folder frame side`; frame_ids: e.g. [0, -1, 1, "s"].
+    input_path: "default", "fast" (pre-resized uint8, cached in cache_dir) or "encoded"
+    (JPEG bytes, decoded on the device). targets: extra ItemTargets. seed: augmentation
+    depends on (seed, epoch, index) only (None: Python's global random stream).
     """
 
     full_res_shape = (1242, 375)  # (W, H) of depth_gt
     side_map = {"2": 2, "3": 3, "l": 2, "r": 3}
+    eval_protocol = "kitti_eigen"  # how validation scores depth_gt (evaluation.protocols)
 
-    def __init__(self, data_path, filenames, height, width, frame_ids, num_scales,
-                 is_train=False, img_ext=".jpg", split_file=None):
+    def __init__(self, data_path, filenames, height, width, frame_ids, num_scales, is_train=False,
+                 img_ext=".jpg", split_file=None, *, input_path="default", cache_dir=None, targets=(),
+                 seed=None, augmentations=None):
         super().__init__()
+        if input_path not in INPUT_PATHS:
+            raise ValueError(f"input_path {input_path!r}: use one of {INPUT_PATHS}")
+        if input_path == "encoded" and img_ext.lower() not in (".jpg", ".jpeg"):
+            raise ValueError(f"--decode_on_device reads JPEG files; this dataset reads {img_ext} "
+                             "(drop --png, or drop --decode_on_device)")
         self.data_path = data_path
         self.filenames = filenames
         self.split_file = split_file
@@ -71,15 +93,23 @@ class MonoDataset(data.Dataset):
         self.frame_ids = frame_ids
         self.is_train = is_train
         self.img_ext = img_ext
+        self.input_path, self.cache_dir = input_path, cache_dir
+        self.extra_targets = list(targets)
+        self.seed = seed
+        self.augmentations = (default_augmentations() if augmentations is None else list(augmentations)) \
+            if is_train else []
         self.to_tensor = transforms.ToTensor()
         self.resize = {i: transforms.Resize((height // 2 ** i, width // 2 ** i), interpolation=self.interp)
                        for i in range(num_scales)}
         self.load_depth = self.check_depth()
-        self.seed = None  # set by the Trainer: augmentation then depends on (seed, epoch, index)
-        self.depth_hint_path = None  # set for Depth Hints: adds "depth_hint", "depth_hint_mask"
 
     # --- what subclasses provide
     def get_color(self, folder, frame_index, side, do_flip):
+        """The native image (PIL). The builder always asks unflipped (do_flip=False): the
+        flip is an item augmentation."""
+        raise NotImplementedError
+
+    def get_image_path(self, folder, frame_index, side):
         raise NotImplementedError
 
     def check_depth(self):
@@ -88,30 +118,29 @@ class MonoDataset(data.Dataset):
     def get_depth(self, folder, frame_index, side, do_flip):
         raise NotImplementedError
 
-    def get_depth_hint(self, folder, frame_index, side, do_flip):
-        """Precomputed hint (1 x H' x W' .npy, training units), mirrored with the image and
-        nearest-resized to the network size."""
-        path = os.path.join(self.depth_hint_path, folder, f"image_0{self.side_map[side]}",
-                            f"{int(frame_index):010d}.npy")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"depth hint not found: {path}; run precompute_depth_hints.py "
-                                    f"--data_path {self.data_path} --filenames <the split files>")
-        hint = np.load(path).astype(np.float32)
-        hint = hint.reshape(1, 1, *hint.shape[-2:])
-        if do_flip:
-            hint = hint[..., ::-1].copy()
-        hint = torch.nn.functional.interpolate(torch.from_numpy(hint), (self.height, self.width), mode="nearest")
-        return hint[0]
-
     def get_intrinsics(self, folder):
         """Normalised 4 x 4 K (row 0 divided by width, row 1 by height)."""
         return self.K.copy()
 
     # --- shared logic
-    def intrinsics_pyramid(self, folder):
+    @property
+    def fast(self):
+        return self.input_path != "default"
+
+    def image_targets(self):
+        return ([DepthGT()] if self.load_depth else []) + self.extra_targets
+
+    def image_target_keys(self):
+        """Batch keys mirrored with the frames on the device (fast path)."""
+        keys = []
+        for t in self.image_targets():
+            keys.append(t.key)
+            keys += list(t.derived_keys)
+        return keys
+
+    def intrinsics_pyramid(self, K):
         """("K", s) and ("inv_K", s): the normalised K scaled to each level's pixels."""
         out = {}
-        K = self.get_intrinsics(folder)
         for scale in range(self.num_scales):
             Ks = K.copy()
             Ks[0, :] *= self.width // (2 ** scale)
@@ -150,21 +179,6 @@ class MonoDataset(data.Dataset):
             raise FileNotFoundError(f"{e}; needed by line {index + 1} of {self.split_file or 'the split'}: "
                                     f"{self.filenames[index]!r}") from None
 
-    def preprocess(self, inputs, jitter):
-        """Resize the native images into the pyramid, then make the augmented copies."""
-        for k in list(inputs):
-            if "color" in k:
-                n, im, _ = k
-                for i in range(self.num_scales):
-                    inputs[(n, im, i)] = self.resize[i](inputs[(n, im, i - 1)])
-        for k in list(inputs):
-            f = inputs[k]
-            if "color" in k:
-                n, im, i = k
-                inputs[(n, im, i)] = self.to_tensor(f)
-                aug = apply_color_jitter(f, jitter) if jitter is not None else f
-                inputs[(n + "_aug", im, i)] = self.to_tensor(aug)
-
     def __len__(self):
         return len(self.filenames)
 
@@ -179,41 +193,108 @@ class MonoDataset(data.Dataset):
         """index: an int, or (index, epoch) from the training sampler."""
         return self.item_with_context(self._item, index)
 
-    def _item(self, index, epoch):
-        rng = self.item_rng(index, epoch)
-        inputs = {}
-        do_color_aug = self.is_train and rng.random() > 0.5
-        do_flip = self.is_train and rng.random() > 0.5
-        folder, frame_index, side = self.parse_line(index)
-        for i in self.frame_ids:
-            if i == "s":
-                inputs[("color", i, -1)] = self.get_color(folder, frame_index, OTHER_SIDE[side], do_flip)
-            else:
-                inputs[("color", i, -1)] = self.get_color(folder, frame_index + i, side, do_flip)
-        inputs.update(self.intrinsics_pyramid(folder))
-        jitter = sample_color_jitter(rng) if do_color_aug else None
-        self.preprocess(inputs, jitter)
-        for i in self.frame_ids:
-            del inputs[("color", i, -1)]
-            del inputs[("color_aug", i, -1)]
-        inputs.update(self.item_targets(folder, frame_index, side, do_flip))
-        return inputs
+    def frame_source(self, frame_index, side, f):
+        """(frame index, side) of frame id f of an item."""
+        if f == "s":
+            return frame_index, OTHER_SIDE[side]
+        return frame_index + f, side
 
-    def item_targets(self, folder, frame_index, side, do_flip):
-        """The item's entries besides images and K: "depth_gt", "depth_hint" and
-        "depth_hint_mask", "stereo_T", each mirrored when do_flip."""
-        out = {}
-        if self.load_depth:
-            depth_gt = self.get_depth(folder, frame_index, side, do_flip)
-            out["depth_gt"] = torch.from_numpy(np.expand_dims(depth_gt, 0).astype(np.float32))
-        if self.depth_hint_path:
-            hint = self.get_depth_hint(folder, frame_index, side, do_flip)
-            out["depth_hint"] = hint
-            out["depth_hint_mask"] = (hint > 0).float()
+    # --- the one item builder
+    def _item(self, index, epoch):
+        params = sample_augmentations(self.augmentations, self.item_rng(index, epoch))
+        active = [(aug, params[aug.name]) for aug in self.augmentations if params[aug.name] is not None]
+        folder, frame_index, side = self.parse_line(index)
+        sources = {f: self.frame_source(frame_index, side, f) for f in self.frame_ids}
+        item = self.camera_entries(folder, side, active)
+        if self.fast:  # frames at the network size; the device finishes the augmentations
+            for f, (frame, frame_side) in sources.items():
+                image = load_resized_image(self, folder, frame, frame_side)
+                if self.input_path == "encoded":
+                    item[("jpeg", f)] = image
+                else:
+                    item[("color_u8", f)] = torch.from_numpy(image)
+            item.update({("aug", aug.name): aug.pack(params[aug.name]) for aug in self.augmentations})
+            targets = self.load_targets(folder, frame_index, side)
+        else:  # native frames, augmented here, then the pyramid
+            images = {("color", f, -1): self.get_color(folder, frame, frame_side, False)
+                      for f, (frame, frame_side) in sources.items()}
+            targets = self.load_targets(folder, frame_index, side)
+            for aug, p in active:
+                if aug.stage == "geometric":
+                    images, targets = aug.apply_host(images, targets, p)
+            item.update(self.pyramid(images, [(aug, p) for aug, p in active if aug.stage == "photometric"]))
+        item.update(self.finish_targets(targets))
+        return item
+
+    def camera_entries(self, folder, side, active):
+        """("K", s), ("inv_K", s) and "stereo_T" of an item, after the augmentations' changes."""
+        item = {"K": self.get_intrinsics(folder)}
         if "s" in self.frame_ids:
-            stereo_T = np.eye(4, dtype=np.float32)
-            baseline_sign = -1 if do_flip else 1
-            side_sign = -1 if side in ("l", "2") else 1
-            stereo_T[0, 3] = side_sign * baseline_sign * STEREO_BASELINE
-            out["stereo_T"] = torch.from_numpy(stereo_T)
+            item["stereo_T"] = stereo_transform(side)
+        for aug, p in active:
+            aug.apply_meta(item, p)
+        out = self.intrinsics_pyramid(item.pop("K"))
+        if "stereo_T" in item:
+            out["stereo_T"] = torch.from_numpy(item["stereo_T"])
         return out
+
+    def load_targets(self, folder, frame_index, side):
+        return {t.key: t.load(self, folder, frame_index, side) for t in self.image_targets()}
+
+    def finish_targets(self, targets):
+        """Targets as tensors, resized to the network size where they ask, with their derived keys."""
+        out = {}
+        for t in self.image_targets():
+            value = torch.from_numpy(targets[t.key])
+            if t.network_size:
+                value = F.interpolate(value[None], (self.height, self.width), mode="nearest")[0]
+            out[t.key] = value
+            out.update(t.derived(value))
+        return out
+
+    def pyramid(self, images, photometric):
+        """Native PIL frames -> ("color", f, s) and ("color_aug", f, s) tensors: a Lanczos
+        chain native -> s0 -> s1 -> ..., then the photometric augmentations of the input."""
+        levels = {}
+        for (_, f, _), native in images.items():
+            previous = native
+            for s in range(self.num_scales):
+                previous = self.resize[s](previous)
+                levels[("color", f, s)] = previous
+        augmented = levels
+        for aug, p in photometric:
+            augmented, _ = aug.apply_host(augmented, {}, p)
+        out = {}
+        for key, image in levels.items():
+            out[key] = self.to_tensor(image)
+            out[("color_aug",) + key[1:]] = self.to_tensor(augmented[key])
+        return out
+
+    def finish_batch(self, batch, device):
+        """Fast path, on the training device: decode (encoded path), apply the geometric
+        augmentations, build the pyramid, apply the photometric ones."""
+        if self.input_path == "encoded":
+            batch = decode_batch(batch, (self.height, self.width), device)
+        params = {aug.name: batch.pop(("aug", aug.name)) for aug in self.augmentations}
+        images = {}
+        for f in self.frame_ids:
+            images[("color", f, 0)] = batch.pop(("color_u8", f)).float() / 255
+        for aug in self.augmentations:
+            if aug.stage == "geometric":
+                aug.apply_batch(images, params[aug.name], list(images))
+                aug.apply_batch(batch, params[aug.name], [k for k in self.image_target_keys() if k in batch])
+        batch.update(device_pyramid(images, self.num_scales))
+        color_keys = [k for k in batch if isinstance(k, tuple) and k[0] == "color"]
+        for key in color_keys:
+            batch[("color_aug",) + key[1:]] = batch[key]
+        for aug in self.augmentations:
+            if aug.stage == "photometric":
+                aug.apply_batch(batch, params[aug.name], color_keys)
+        return batch
+
+
+def stereo_transform(side):
+    """4 x 4 transform from camera `side` into the other stereo camera (training units)."""
+    T = np.eye(4, dtype=np.float32)
+    T[0, 3] = (-1 if side in ("l", "2") else 1) * STEREO_BASELINE
+    return T

@@ -1,13 +1,90 @@
-"""One file per paper. `build_method(opt)` returns the nn.Module the Trainer drives."""
+"""One file per paper, found by name.
+
+A method is a `methods.base.Method` subclass registered with `@register_method("name")` in
+its own file here; `--method name` (or `method: name` in a preset) selects it, and its
+options appear once it is selected (`python train.py --method name --help`). A method may
+also name a selector flag (Depth Hints: --use_depth_hints) that picks it when the chosen
+method is one of its base classes, so monodepth2-style commands keep working.
+
+A method outside this folder is given by its module path (`--method my_pkg.my_method`);
+that module defines `METHOD = TheClass`.
+"""
 import importlib
+import pkgutil
+
+METHODS = {}
+_loaded = False
+
+
+def register_method(name, selector=None):
+    """Class decorator: the method answers to `--method name`, and also to the store_true
+    flag `--<selector>` (which it must define in its add_options) when the chosen method is
+    one of its bases."""
+    def decorate(cls):
+        if name in METHODS and METHODS[name] is not cls:
+            raise ValueError(f"method {name!r} is registered twice")
+        cls.name, cls.selector = name, selector
+        METHODS[name] = cls
+        return cls
+    return decorate
+
+
+def _load_builtin():
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in pkgutil.iter_modules(__path__):
+            if module.name not in ("base",):
+                importlib.import_module(f"{__name__}.{module.name}")
+
+
+def method_class(name):
+    """The class of `--method name`: a registered name, or a module path defining METHOD."""
+    _load_builtin()
+    if name in METHODS:
+        return METHODS[name]
+    if "." in name:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            raise SystemExit(f"--method {name!r}: cannot import it ({e}); run from the folder that holds it "
+                             "or add that folder to PYTHONPATH") from None
+        if not hasattr(module, "METHOD"):
+            raise SystemExit(f"--method {name!r}: the module defines no METHOD = <Method subclass>")
+        cls = module.METHOD
+        cls.name = name
+        cls.selector = getattr(cls, "selector", None) if "selector" in cls.__dict__ else None
+        return cls
+    raise SystemExit(f"--method {name!r}: no such method; registered: {', '.join(sorted(METHODS))} "
+                     "(or give a module path, e.g. my_pkg.my_method)")
+
+
+def resolve_method_name(explicit, preset, argv):
+    """The method a command asks for: --method, else `method:` in the preset, else
+    monodepth2; then a selector flag on the command line or in the preset (e.g.
+    --use_depth_hints) upgrades it to the method that owns the flag, when the chosen one is
+    a base of that method."""
+    _load_builtin()
+    name = explicit or (preset or {}).get("method") or "monodepth2"
+    chosen = method_class(name)
+    for cls in METHODS.values():
+        flag = cls.selector
+        if not flag or cls is chosen:
+            continue
+        asked = f"--{flag}" in argv or bool((preset or {}).get(flag))
+        if asked and issubclass(cls, chosen):
+            name, chosen = cls.name, cls
+    return name
 
 
 def build_method(opt):
-    name = getattr(opt, "method", "monodepth2")
-    if getattr(opt, "use_depth_hints", False) and name == "monodepth2":
-        name = "depth_hints"
-    try:
-        module = importlib.import_module(f"methods.{name}")
-    except ModuleNotFoundError as e:
-        raise SystemExit(f"--method {name!r}: no file methods/{name}.py ({e})") from None
-    return module.METHOD(opt)
+    """The nn.Module the Trainer drives, for opt.method."""
+    return method_class(getattr(opt, "method", "monodepth2"))(opt)
+
+
+
+def load_for_inference(folder, device="cpu", networks=None, **overrides):
+    """The method a weight folder was trained with, its weights loaded, in eval mode; see
+    methods.base.load_for_inference."""
+    from .base import load_for_inference as load
+    return load(folder, device, networks, **overrides)

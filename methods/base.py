@@ -1,27 +1,68 @@
-"""What every method gives the Trainer.
+"""What every method gives the Trainer, the evaluation and the prediction scripts.
 
-A method owns its networks in `self.models` (an nn.ModuleDict whose keys are the weight
-file names, e.g. encoder -> encoder.pth), turns a batch into outputs, and returns its loss
-as a dict of named terms that the Trainer sums. Hooks run at the end of steps and epochs.
+A method (one file in methods/, registered with `@register_method("name")`):
+- declares its own command-line options (`add_options`, this class's options only: the
+  option builder walks the class hierarchy) and checks them (`check_options`);
+- builds its networks into `self.models`, an nn.ModuleDict whose keys are the weight-file
+  names (encoder -> encoder.pth), and says which of them inference needs
+  (`inference_models`) and which frames `predict` reads (`inference_frames`);
+- declares extra per-item targets the datasets must load (`item_targets`, e.g. Depth
+  Hints' precomputed hints);
+- gives its parameter groups, each with its own learning rate (`param_groups`);
+- turns a batch into outputs (`forward`) and returns its loss as named terms
+  (`compute_losses`), which the Trainer sums and logs by name;
+- has hooks at epoch start and end and after each training step (`on_epoch_start`,
+  `on_epoch_end`, `on_train_step_end`);
+- keeps state that is not weights (a teacher snapshot, running trackers) in
+  `extra_state` / `load_extra_state`, saved in the resume state;
+- predicts depth for validation, evaluation and prediction (`predict`).
 """
+import json
 import os
-import warnings
 
 import torch
 import torch.nn as nn
 
 from utils import atomic_torch_save
 
+ENCODER_INFO_KEYS = ("height", "width", "use_stereo")  # non-tensor entries of encoder.pth
+
 
 class Method(nn.Module):
+    name = None  # set by register_method
+    selector = None
+    inference_frames = (0,)  # frame ids predict() reads: ("color", f, 0) for f in these
+    inference_models = ("encoder", "depth")  # weight files predict() needs
+    depth_scale = None  # validation scaling: None = per-image median; a number = fixed factor
+    find_unused_parameters = False  # DDP: True when some networks skip steps (e.g. frozen phases)
+
     def __init__(self, opt):
         super().__init__()
         self.opt = opt
         self.models = nn.ModuleDict()
 
+    # --- options
+    @classmethod
+    def add_options(cls, parser):
+        """Add this class's own options (an argument group). Base classes add theirs."""
+
+    @classmethod
+    def check_options(cls, opt):
+        """Reject option combinations this method cannot run, with a message naming them."""
+
+    # --- data
+    def item_targets(self):
+        """Extra image-aligned targets each item must carry (datasets.items.ItemTarget)."""
+        return []
+
     # --- training
     def parameters_to_train(self):
         return [p for p in self.models.parameters() if p.requires_grad]
+
+    def param_groups(self):
+        """Optimiser parameter groups: dicts with "name", "params" and "lr" (the LR before any
+        schedule). The schedule multiplies every group's LR by the same factor."""
+        return [{"name": "all", "params": self.parameters_to_train(), "lr": self.opt.learning_rate}]
 
     def forward(self, inputs):
         raise NotImplementedError
@@ -30,32 +71,51 @@ class Method(nn.Module):
         """-> (terms: name -> scalar tensor, summed by the Trainer; logs: name -> scalar)."""
         raise NotImplementedError
 
-    def on_step_end(self, step):
-        pass
+    def on_epoch_start(self, epoch, start_batch):
+        """Before the first batch of an epoch; start_batch > 0 when a resumed run continues
+        inside the epoch (extra_state has been restored then)."""
+
+    def on_train_step_end(self, step, inputs, outputs):
+        """After each optimiser step of training (never on validation batches)."""
 
     def on_epoch_end(self, epoch):
-        pass
+        """After the last batch of an epoch, before validation and saving."""
 
     def images_to_log(self, inputs, outputs, n):
         return {}
 
+    def train_depth(self, outputs):
+        """Depth at scale 0 from training outputs (B x 1 x H x W), for the logged metrics."""
+        return outputs.get(("depth", 0, 0))
+
+    # --- state that is not weights
+    def extra_state(self):
+        return {}
+
+    def load_extra_state(self, state):
+        pass
+
     # --- inference
-    def predict_disp(self, color):
-        """B x 3 x H x W in [0, 1] -> sigmoid disparity B x 1 x H x W."""
+    def predict(self, inputs):
+        """inputs: ("color", f, 0) B x 3 x H x W in [0, 1] for f in inference_frames (plus
+        ("K", s) / ("inv_K", s) where a method needs them) -> {"depth": B x 1 x H x W,
+        "disp": 1 / depth, ...}. Depth is in the method's training units."""
         raise NotImplementedError
 
     # --- weights in monodepth2's folder format
-    def save_weights(self, folder, extra_encoder_info):
+    def save_weights(self, folder, encoder_info):
+        """One <name>.pth per network; encoder.pth also holds encoder_info (height, ...)."""
         os.makedirs(folder, exist_ok=True)
         for name, model in self.models.items():
             state = model.state_dict()
             if name == "encoder":
-                state.update(extra_encoder_info)
+                state.update(encoder_info)
             atomic_torch_save(state, os.path.join(folder, f"{name}.pth"))
 
-    def load_weights(self, folder, names):
-        """Load `names` from a monodepth2-style folder, keeping matching keys only; a
-        missing file or key is reported, not fatal (fine-tuning from another recipe)."""
+    def load_weights(self, folder, names, strict=False):
+        """Load `names` from a monodepth2-style folder. strict=False (fine-tuning from another
+        recipe): matching keys only, a missing file or key is reported, not fatal.
+        strict=True (inference): every file must exist and match its network exactly."""
         if not os.path.isdir(folder):
             raise SystemExit(f"--load_weights_folder {folder}: no such folder")
         loaded = []
@@ -64,16 +124,30 @@ class Method(nn.Module):
                 continue
             path = os.path.join(folder, f"{name}.pth")
             if not os.path.isfile(path):
-                warnings.warn(f"{path} not found: {name} keeps its initial weights")
+                if strict:
+                    raise SystemExit(f"--load_weights_folder {folder}: missing {name}.pth "
+                                     f"({type(self).__name__} needs {', '.join(self.inference_models)})")
+                print(f"-> {path} not found: {name} keeps its initial weights")
                 continue
             state = load_state_file(path)
             model_state = self.models[name].state_dict()
-            matched = {k: v for k, v in state.items() if k in model_state and v.shape == model_state[k].shape}
-            skipped = [k for k in model_state if k not in matched]
-            if skipped:
-                warnings.warn(f"{path}: {len(skipped)} parameters not loaded (e.g. {skipped[:3]})")
-            model_state.update(matched)
-            self.models[name].load_state_dict(model_state)
+            if strict:
+                missing = [k for k in model_state if k not in state]
+                unexpected = [k for k in state if k not in model_state]
+                wrong = [k for k in model_state if k in state and state[k].shape != model_state[k].shape]
+                if missing or unexpected or wrong:
+                    raise SystemExit(f"{path} does not fit {type(self).__name__}'s {name} network: "
+                                     f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+                                     f"(e.g. {unexpected[:2]}), {len(wrong)} of another shape (e.g. {wrong[:2]}); "
+                                     "is the folder's opt.json the one it was trained with?")
+                self.models[name].load_state_dict(state)
+            else:
+                matched = {k: v for k, v in state.items() if k in model_state and v.shape == model_state[k].shape}
+                skipped = [k for k in model_state if k not in matched]
+                if skipped:
+                    print(f"-> {path}: {len(skipped)} parameters not loaded (e.g. {skipped[:3]})")
+                model_state.update(matched)
+                self.models[name].load_state_dict(model_state)
             loaded.append(name)
         return loaded
 
@@ -84,6 +158,67 @@ def load_state_file(path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise RuntimeError(f"{path} is not a readable PyTorch weight file ({e})") from None
+        raise SystemExit(f"{path} is not a readable PyTorch weight file ({e})") from None
     return {k[len("module."):] if k.startswith("module.") else k: v
             for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def encoder_info(folder):
+    """height, width, use_stereo stored in a folder's encoder.pth (monodepth2 format)."""
+    path = os.path.join(folder, "encoder.pth")
+    if not os.path.isfile(path):
+        return {}
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in state.items() if k in ENCODER_INFO_KEYS}
+
+
+def folder_options(folder):
+    """The options a weight folder was trained with: its opt.json, else the opt.json of the
+    models/ folder that holds it (older runs), else None (a monodepth2 folder)."""
+    for path in (os.path.join(folder, "opt.json"), os.path.join(os.path.dirname(os.path.normpath(folder)), "opt.json")):
+        if os.path.isfile(path):
+            with open(path) as f:
+                try:
+                    return json.load(f)
+                except json.JSONDecodeError as e:
+                    raise SystemExit(f"{path} is not valid JSON ({e})") from None
+    return None
+
+
+RESNET_BLOCKS = {(2, False): 18, (6, False): 34, (6, True): 50, (23, True): 101, (36, True): 152}
+
+
+def monodepth2_options(folder):
+    """Options of a monodepth2 folder without opt.json: ResNet depth from encoder.pth's
+    layer3 blocks and block type, size and stereo from its extra entries."""
+    path = os.path.join(folder, "encoder.pth")
+    if not os.path.isfile(path):
+        raise SystemExit(f"--load_weights_folder {folder}: missing encoder.pth (and no opt.json)")
+    state = load_state_file(path)
+    blocks = len({k.split(".")[2] for k in state if k.startswith("encoder.layer3.")})
+    bottleneck = any(k.startswith("encoder.layer1.0.conv3") for k in state)
+    if (blocks, bottleneck) not in RESNET_BLOCKS:
+        raise SystemExit(f"{path}: not a monodepth2 ResNet encoder ({blocks} blocks in layer3); "
+                         "add the opt.json it was trained with")
+    saved = {"method": "monodepth2", "num_layers": RESNET_BLOCKS[(blocks, bottleneck)]}
+    saved.update(encoder_info(folder))
+    return saved
+
+
+def load_for_inference(folder, device="cpu", networks=None, **overrides):
+    """Build the method a weight folder was trained with (its opt.json, or a monodepth2
+    folder's encoder.pth), load the networks inference needs (`networks`: a list of names,
+    or "all"; default the method's inference_models), strictly, and return it in eval mode
+    on `device`. `overrides` replace options (e.g. min_depth)."""
+    from options import options_for_inference
+    folder = os.path.expanduser(folder)
+    if not os.path.isdir(folder):
+        raise SystemExit(f"--load_weights_folder {folder}: no such folder")
+    saved = folder_options(folder) or monodepth2_options(folder)
+    saved.update({k: v for k, v in encoder_info(folder).items() if k in ("height", "width")})
+    opt = options_for_inference(saved, overrides)
+    from methods import build_method
+    method = build_method(opt)
+    names = method.inference_models if networks is None else list(method.models) if networks == "all" else networks
+    method.load_weights(folder, names, strict=True)
+    return method.to(device).eval()

@@ -3,16 +3,50 @@ with the photometric reprojection. Where warping the stereo view with the hint's
 reconstructs the target better than the prediction (and better than not moving), the
 prediction is also pulled towards the hint with a log-L1 loss.
 
-Needs the stereo frame ("s") and the batch keys "depth_hint" / "depth_hint_mask"
-(datasets load them with --use_depth_hints, see precompute_depth_hints.py).
+Needs the stereo frame ("s"); its item target adds "depth_hint" / "depth_hint_mask" to
+every item (hints written by precompute_depth_hints.py).
 """
+import os
+
+import numpy as np
 import torch
 
+from datasets.mono_dataset import ItemTarget
 from layers import warp
 from losses import IDENTITY_NOISE, smoothness_loss
+from methods import register_method
 from methods.monodepth2 import Monodepth2
 
 MISSING_HINT_COST = 1000.0  # added to the hint's error where there is no hint: it never wins
+
+
+def hint_file(hint_root, folder, frame_index, side):
+    """<hint_root>/<folder>/image_0{2,3}/<frame:010d>.npy (precompute_depth_hints.py writes it)."""
+    camera = {"2": 2, "3": 3, "l": 2, "r": 3}[side]
+    return os.path.join(hint_root, folder, f"image_0{camera}", f"{int(frame_index):010d}.npy")
+
+
+class DepthHintTarget(ItemTarget):
+    """The precomputed hint of an item's frame 0 (1 x H' x W' .npy, training units, 0 = no
+    hint), mirrored with the image and nearest-resized to the network size; its mask is
+    where a hint exists."""
+    key = "depth_hint"
+    network_size = True
+    derived_keys = ("depth_hint_mask",)
+
+    def __init__(self, hint_root):
+        self.hint_root = hint_root
+
+    def load(self, dataset, folder, frame_index, side):
+        path = hint_file(self.hint_root, folder, frame_index, side)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"depth hint not found: {path}; run precompute_depth_hints.py "
+                                    f"--data_path {dataset.data_path} --filenames <the split files>")
+        hint = np.load(path).astype(np.float32)
+        return hint.reshape(1, *hint.shape[-2:])
+
+    def derived(self, value):
+        return {"depth_hint_mask": (value > 0).float()}
 
 
 def hint_selection(reprojection, identity, hint_error):
@@ -34,11 +68,25 @@ def hint_depth_loss(depth_pred, depth_hint, hint_mask, valid):
     return (torch.log(1 + torch.abs(depth_hint - depth_pred)) * mask).sum() / (hint_mask.sum() + 1e-7)
 
 
+@register_method("depth_hints", selector="use_depth_hints")
 class DepthHints(Monodepth2):
-    def __init__(self, opt):
-        if "s" not in opt.frame_ids:
-            raise SystemExit("Depth Hints needs the stereo frame: add --use_stereo")
-        super().__init__(opt)
+    @classmethod
+    def add_options(cls, parser):
+        g = parser.add_argument_group("depth hints")
+        g.add_argument("--use_depth_hints", action="store_true",
+                       help="selects this method (monodepth2's flag): hints compete with the reprojection")
+        g.add_argument("--depth_hint_path", type=str, help="precomputed hints (default: <data_path>/depth_hints)")
+
+    @classmethod
+    def check_options(cls, opt):
+        if not opt.use_stereo:
+            raise SystemExit("--use_depth_hints needs --use_stereo (hints come from the stereo pair)")
+        if opt.v1_multiscale:
+            raise SystemExit("--use_depth_hints does not support --v1_multiscale")
+        opt.use_depth_hints = True
+
+    def item_targets(self):
+        return [DepthHintTarget(self.opt.depth_hint_path or os.path.join(self.opt.data_path, "depth_hints"))]
 
     def hint_reprojection(self, inputs):
         """Error of warping the stereo view with the hint depth, at scale 0 (B x 1 x H x W);
@@ -87,5 +135,3 @@ class DepthHints(Monodepth2):
             images[f"depth_hint_pixels_0/{j}"] = outputs[("depth_hint_mask", 0)][j]
         return images
 
-
-METHOD = DepthHints

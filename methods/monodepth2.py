@@ -8,12 +8,37 @@ import networks
 from layers import (BackprojectDepth, Project3D, disp_to_depth, transformation_from_parameters,
                     warp)
 from losses import ReprojectionLoss, min_reprojection, smoothness_loss
+from methods import register_method
 from methods.base import Method
 
 PREDICTIVE_MASK_WEIGHT = 0.2
 
 
+@register_method("monodepth2")
 class Monodepth2(Method):
+    @classmethod
+    def add_options(cls, parser):
+        g = parser.add_argument_group("monodepth2")
+        g.add_argument("--pose_model_type", type=str, default="separate_resnet",
+                       choices=["separate_resnet", "shared", "posecnn"],
+                       help="pose network: its own ResNet, the depth encoder's features, or PoseCNN")
+        g.add_argument("--pose_model_input", type=str, default="pairs", choices=["pairs", "all"],
+                       help="pose from frame pairs (target, source) or from all frames at once")
+        g.add_argument("--disparity_smoothness", type=float, default=1e-3, help="edge-aware smoothness weight")
+        g.add_argument("--v1_multiscale", action="store_true", help="Monodepth v1: losses at each scale's size")
+        g.add_argument("--avg_reprojection", action="store_true", help="average over sources instead of the minimum")
+        g.add_argument("--disable_automasking", action="store_true", help="no identity (auto-mask) candidates")
+        g.add_argument("--predictive_mask", action="store_true",
+                       help="Zhou et al.'s predictive explainability mask (needs --disable_automasking)")
+        g.add_argument("--no_ssim", action="store_true", help="L1 photometric error only")
+
+    @classmethod
+    def check_options(cls, opt):
+        if opt.predictive_mask and not opt.disable_automasking:
+            raise SystemExit("--predictive_mask replaces auto-masking: add --disable_automasking")
+        if opt.frame_ids == [0] and not opt.use_stereo:
+            raise SystemExit("--frame_ids 0 alone needs --use_stereo (nothing to reconstruct from)")
+
     def __init__(self, opt):
         super().__init__(opt)
         self.frame_ids = list(opt.frame_ids)
@@ -21,7 +46,7 @@ class Monodepth2(Method):
         self.num_pose_frames = 2 if opt.pose_model_input == "pairs" else len(
             [f for f in self.frame_ids if f != "s"])
         self.use_pose_net = not (opt.use_stereo and self.frame_ids == [0, "s"])
-        self.models["encoder"] = networks.build_depth_encoder(opt)
+        self.models["encoder"] = networks.build_encoder(opt)
         self.models["depth"] = networks.build_depth_decoder(opt, self.models["encoder"].num_ch_enc)
         if self.use_pose_net:
             self.models.update(networks.build_pose_networks(opt, self.models["encoder"].num_ch_enc,
@@ -57,7 +82,7 @@ class Monodepth2(Method):
         return outputs
 
     def _pose(self, frames, features=None):
-        """Pose network on a list of frames (images, or features for the shared type)."""
+        """Pose network on a list of frames (images; features too for the shared type)."""
         if self.opt.pose_model_type == "separate_resnet":
             return self.models["pose"]([self.models["pose_encoder"](torch.cat(frames, 1))])
         if self.opt.pose_model_type == "shared":
@@ -170,8 +195,17 @@ class Monodepth2(Method):
         return {"reprojection": photometric / n, "smoothness": smoothness / n}, logs
 
     # --------------------------------------------------------------------- inference and logs
-    def predict_disp(self, color):
-        return self.models["depth"](self.models["encoder"](color))[("disp", 0)]
+    def predict(self, inputs):
+        sigmoid = self.models["depth"](self.models["encoder"](inputs[("color", 0, 0)]))[("disp", 0)]
+        disp, depth = disp_to_depth(sigmoid.float(), self.opt.min_depth, self.opt.max_depth)
+        return {"depth": depth, "disp": disp}
+
+    def pose_between(self, image_a, image_b):
+        """Pose of b relative to a, for pose evaluation: (axisangle, translation) B x 1 x 1 x 3."""
+        features = None
+        if self.opt.pose_model_type == "shared":
+            features = [self.models["encoder"](image_a), self.models["encoder"](image_b)]
+        return self._pose([image_a, image_b], features)
 
     def images_to_log(self, inputs, outputs, n):
         images = {}
@@ -187,5 +221,3 @@ class Monodepth2(Method):
                     images[f"automask_{s}/{j}"] = outputs[("automask", s)][j]
         return images
 
-
-METHOD = Monodepth2

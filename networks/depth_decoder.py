@@ -4,6 +4,8 @@ import torch.nn as nn
 
 from layers import ConvBlock, Conv3x3, upsample
 
+from .registry import register_depth_decoder
+
 
 class DepthDecoder(nn.Module):
     """Encoder features -> {("disp", s): B x C x H/2^s x W/2^s in (0, 1)} for s in scales.
@@ -47,3 +49,12 @@ class DepthDecoder(nn.Module):
             if i in self.scales:
                 outputs[("disp", i)] = self.sigmoid(self.decoder[10 + self.scales.index(i)](x))
         return outputs
+
+
+@register_depth_decoder("monodepth2")
+def monodepth2_decoder(opt, num_ch_enc, num_output_channels=1):
+    decoder = DepthDecoder(num_ch_enc, opt.scales, num_output_channels)
+    bias = getattr(opt, "disp_bias_init", None)
+    if bias is not None and num_output_channels == 1:
+        decoder.init_disparity_bias(bias)
+    return decoder

@@ -2,6 +2,8 @@
 import torch
 import torch.nn as nn
 
+from .registry import build_encoder, register_pose_network
+
 POSE_SCALE = 0.01  # network outputs are scaled down so that initial poses are small
 
 
@@ -52,3 +54,21 @@ class PoseCNN(nn.Module):
         x = self.pose_conv(x).mean(3).mean(2)
         x = POSE_SCALE * x.view(-1, self.num_input_frames - 1, 1, 6)
         return x[..., :3], x[..., 3:]
+
+
+@register_pose_network("separate_resnet")
+def separate_resnet(opt, depth_encoder_channels, num_pose_frames):
+    """Its own ResNet-`num_layers` on the stacked frames, then the pose decoder."""
+    encoder = build_encoder(opt, "resnet", num_input_images=num_pose_frames)
+    return {"pose_encoder": encoder, "pose": PoseDecoder(encoder.num_ch_enc, 1, 2)}
+
+
+@register_pose_network("shared")
+def shared(opt, depth_encoder_channels, num_pose_frames):
+    """The depth encoder's features of each frame, then the pose decoder."""
+    return {"pose": PoseDecoder(depth_encoder_channels, num_pose_frames)}
+
+
+@register_pose_network("posecnn")
+def posecnn(opt, depth_encoder_channels, num_pose_frames):
+    return {"pose": PoseCNN(num_pose_frames)}

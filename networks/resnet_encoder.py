@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torchvision.models as models
 
+from .registry import register_encoder
+
 RESNETS = {18: models.resnet18, 34: models.resnet34, 50: models.resnet50,
            101: models.resnet101, 152: models.resnet152}
 WEIGHTS = {18: models.ResNet18_Weights, 34: models.ResNet34_Weights, 50: models.ResNet50_Weights,
@@ -80,3 +82,15 @@ class ResnetEncoder(nn.Module):
         f3 = e.layer3(f2)
         f4 = e.layer4(f3)
         return [f0, f1, f2, f3, f4]
+
+
+def _resnet_factory(num_layers=None):
+    def build(opt, num_input_images=1):
+        return ResnetEncoder(num_layers or opt.num_layers, opt.weights_init == "pretrained", num_input_images,
+                             weights_file=getattr(opt, "imagenet_weights", None))
+    return build
+
+
+register_encoder("resnet")(_resnet_factory())  # depth from --num_layers, as monodepth2
+for _depth in RESNETS:
+    register_encoder(f"resnet{_depth}")(_resnet_factory(_depth))

@@ -10,7 +10,7 @@ import torch
 
 import precompute_depth_hints as pdh
 from datasets import KITTIRAWDataset
-from methods.depth_hints import MISSING_HINT_COST, hint_depth_loss, hint_selection
+from methods.depth_hints import MISSING_HINT_COST, DepthHintTarget, hint_depth_loss, hint_selection
 from options import MonodepthOptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,8 +70,8 @@ def test_dataset_hint_is_mirrored_with_the_image(world, tmp_path, monkeypatch):
     import datasets.mono_dataset as md
     items = {}
     for flip in (False, True):
-        ds = KITTIRAWDataset(world.out, [line], 32, 96, [0, "s"], 1, is_train=True, img_ext=".png")
-        ds.depth_hint_path = str(tmp_path)
+        ds = KITTIRAWDataset(world.out, [line], 32, 96, [0, "s"], 1, is_train=True, img_ext=".png",
+                             targets=[DepthHintTarget(str(tmp_path))])
         monkeypatch.setattr(md.random, "random", lambda f=flip: 1.0 if f else 0.0)
         items[flip] = ds[0]
     a, b = items[False]["depth_hint"], items[True]["depth_hint"]
@@ -82,8 +82,8 @@ def test_dataset_hint_is_mirrored_with_the_image(world, tmp_path, monkeypatch):
 def test_missing_hint_file_names_it(world, tmp_path):
     with open(os.path.join(world.out, "splits", "synthetic", "train_files.txt")) as f:
         line = f.readline().strip()
-    ds = KITTIRAWDataset(world.out, [line], 32, 96, [0, "s"], 1, img_ext=".png")
-    ds.depth_hint_path = str(tmp_path)
+    ds = KITTIRAWDataset(world.out, [line], 32, 96, [0, "s"], 1, img_ext=".png",
+                         targets=[DepthHintTarget(str(tmp_path))])
     with pytest.raises(FileNotFoundError, match="precompute_depth_hints.py"):
         ds[0]
 
@@ -185,3 +185,18 @@ def test_stereo_training_with_hints_runs(static_world, tmp_path):
     batch["depth_hint_mask"] = torch.ones(2, 1, 64, 96)
     terms, logs = m.compute_losses(batch, m(batch))
     assert torch.isfinite(sum(terms.values())) and "depth_hint_loss/0" in logs
+
+
+def test_precompute_finds_png_images_and_fails_loudly_when_it_writes_nothing(static_world, tmp_path, capsys):
+    """The static world has .png images only: without --png they are found; a run that
+    writes no hint exits non-zero and says what to check."""
+    split = tmp_path / "lines.txt"
+    split.write_text("2000_01_01/2000_01_01_drive_0001_sync 3 l\n")
+    counts = pdh.main(["--data_path", static_world.out, "--filenames", str(split), "--save_path",
+                       str(tmp_path / "hints"), "--num_workers", "1", "--height", "64", "--width", "192"])
+    assert counts["done"] == 1 and "reading .png images" in capsys.readouterr().out
+    assert np.load(pdh.hint_path(str(tmp_path / "hints"), "2000_01_01/2000_01_01_drive_0001_sync", 3, "l")).shape \
+        == (1, 64, 192)
+    with pytest.raises(SystemExit, match="no hint written.*--data_path"):
+        pdh.main(["--data_path", str(tmp_path / "nowhere"), "--filenames", str(split), "--save_path",
+                  str(tmp_path / "hints2"), "--num_workers", "1"])

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import evaluate_depth as ed
+from evaluation import compute_depth_errors
+from evaluation.kitti import KITTI_EIGEN
 from datasets import kitti_utils
 from evaluate_pose import compute_ate, dump_xyz
 from export_gt_depth import export_gt_depths
-from layers import compute_depth_errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,7 +45,7 @@ def test_metrics_by_hand():
 
 
 def test_eigen_crop_at_kitti_size():
-    m = ed.eigen_crop_mask(375, 1242)
+    m = KITTI_EIGEN.crop_mask(375, 1242)
     rows, cols = np.nonzero(m)
     assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (153, 371, 44, 1197)
 
@@ -53,15 +54,15 @@ def test_mono_median_scaling_and_stereo_factor():
     rng = np.random.default_rng(0)
     gts = [rng.uniform(2, 70, (375, 1242)).astype(np.float32) for _ in range(3)]
     disps = np.stack([1 / (g / 7.0) for g in gts])  # depth k*g with k = 1/7
-    metrics, ratios = ed.evaluate_predictions(disps, gts, "eigen", median_scaling=True)
+    metrics, ratios = KITTI_EIGEN.evaluate(disps, gts, median_scaling=True)
     assert metrics["abs_rel"] < 1e-5 and np.allclose(ratios, 7, rtol=1e-4)
     stereo = np.stack([5.4 / g for g in gts])  # depth in training units: metric / 5.4
-    metrics, _ = ed.evaluate_predictions(stereo * 5.4 / 5.4, gts, "eigen", False, 1.0)
+    metrics, _ = KITTI_EIGEN.evaluate(stereo * 5.4 / 5.4, gts, 1.0, False)
     assert metrics["abs_rel"] > 0.5  # without the factor it is wrong
-    metrics, _ = ed.evaluate_predictions(1 / (np.stack(gts) / 5.4), gts, "eigen", False, 5.4)
+    metrics, _ = KITTI_EIGEN.evaluate(1 / (np.stack(gts) / 5.4), gts, 5.4, False)
     assert metrics["abs_rel"] < 1e-5
     far = [np.full((375, 1242), 60, np.float32)]
-    metrics, _ = ed.evaluate_predictions(np.full((1, 375, 1242), 1 / 500.0), far, "eigen", False, 1.0)
+    metrics, _ = KITTI_EIGEN.evaluate(np.full((1, 375, 1242), 1 / 500.0), far, 1.0, False)
     assert metrics["abs_rel"] == pytest.approx(20 / 60, rel=1e-5)  # prediction clamped to 80
 
 
@@ -129,10 +130,31 @@ def test_evaluate_cli_on_known_disparities(world, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "abs_rel" in res.stdout and "Scaling ratios | med: 3.000" in res.stdout
     metrics = json.loads(out_json.read_text())
-    by_hand, _ = ed.evaluate_predictions(preds, gts, "eigen", True, 1.0)
+    by_hand, _ = KITTI_EIGEN.evaluate(preds, gts, 1.0, True)
     assert metrics["abs_rel"] == pytest.approx(by_hand["abs_rel"]) and metrics["abs_rel"] < 1e-4
     assert metrics["a1"] == pytest.approx(1.0)
     # asking for both scalings (or neither) is refused with a clear message
     res = subprocess.run([sys.executable, "evaluate_depth.py", "--ext_disp_to_eval", str(path),
                           "--eval_split", split], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode != 0 and "--eval_mono" in res.stderr
+
+
+def test_evaluate_pose_from_a_weight_folder(world, tmp_path):
+    """evaluate_pose.py rebuilds the pose network from the folder alone (opt.json) and
+    scores the synthetic odometry sequence: one pose per consecutive pair."""
+    from methods import build_method
+    from options import MonodepthOptions
+    from training.checkpoints import options_json
+    opt = MonodepthOptions().parse(["--weights_init", "scratch", "--height", "64", "--width", "192"])
+    folder = tmp_path / "weights_0"
+    build_method(opt).save_weights(str(folder), {"height": 64, "width": 192, "use_stereo": False})
+    (folder / "opt.json").write_bytes(options_json(opt))
+    res = subprocess.run([sys.executable, "evaluate_pose.py", "--load_weights_folder", str(folder), "--eval_split",
+                          os.path.join(world.out, "splits", "synthetic_odom"), "--data_path",
+                          os.path.join(world.out, "odometry"), "--png", "--num_workers", "0", "--no_cuda"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    poses = np.load(folder / "poses.npy")
+    assert poses.shape == (world.frames - 1, 4, 4) and np.isfinite(poses).all()
+    ate = float(res.stdout.split("Trajectory error:")[1].split(",")[0])
+    assert 0 < ate < 1  # metres per snippet: an untrained network, aligned with a scale

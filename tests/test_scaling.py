@@ -118,7 +118,10 @@ def test_bf16_channels_last_tracks_float32(static_world, tmp_path):
     a, b = curves["fp32"], curves["bf16"]
     smooth = lambda x: np.convolve(x, np.ones(10) / 10, mode="valid")  # noqa: E731
     rel = np.abs(smooth(a) - smooth(b)) / smooth(a)
-    assert rel.max() < 0.05, rel.max()
+    # measured (seeds 0 and 1): mean 0.0052 / 0.0038, max 0.054 / 0.012 (the max is one late
+    # step where the runs have drifted apart); bf16 geometry, the bug this guards against,
+    # gave 0.40. Bounds: about 4x the mean and 3x the largest max seen.
+    assert rel.mean() < 0.02 and rel.max() < 0.15, (rel.mean(), rel.max())
 
 
 def test_validation_keeps_best_epoch(static_world, tmp_path):

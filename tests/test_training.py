@@ -34,7 +34,8 @@ def trained(static_world, tmp_path_factory):
 
 def test_weight_folder_in_monodepth2_format_loads_strictly(trained):
     trainer, folder = trained
-    assert sorted(os.listdir(folder)) == ["adam.pth", "depth.pth", "encoder.pth", "pose.pth", "pose_encoder.pth"]
+    assert sorted(os.listdir(folder)) == ["adam.pth", "depth.pth", "encoder.pth", "opt.json", "pose.pth",
+                                          "pose_encoder.pth"]
     enc_state = torch.load(os.path.join(folder, "encoder.pth"), weights_only=True)
     assert (enc_state["height"], enc_state["width"], enc_state["use_stereo"]) == (64, 192, False)
     enc = networks.ResnetEncoder(18, False)
@@ -101,7 +102,7 @@ def test_evaluate_from_weights_folder_and_refuses_stereo_scaling_of_mono_model(t
 def test_stereo_training_has_no_pose_network(static_world, tmp_path):
     Trainer(_opt(static_world, tmp_path, "--use_stereo", "--frame_ids", "0", "--max_steps", "1")).train()
     folder = os.path.join(tmp_path, "m", "models", "weights_0")
-    assert sorted(os.listdir(folder)) == ["adam.pth", "depth.pth", "encoder.pth"]
+    assert sorted(os.listdir(folder)) == ["adam.pth", "depth.pth", "encoder.pth", "opt.json"]
     assert torch.load(os.path.join(folder, "encoder.pth"), weights_only=True)["use_stereo"] is True
 
 
