@@ -50,7 +50,29 @@ def parse_args(argv=None):
     g.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
     for test_set in TEST_SETS.values():
         test_set.add_options(p)
-    return p.parse_args(argv)
+    args, unknown = p.parse_known_args(argv)
+    ignored = ignorable_training_flags(unknown)
+    if ignored:
+        print(f"-> ignored (the model's options come from its weight folder): {' '.join(ignored)}")
+    return args
+
+
+def ignorable_training_flags(unknown):
+    """Training flags that the reference's commands pass to evaluation (it shared one parser):
+    accepted and ignored; anything else is an error, as usual."""
+    from options import build_parser
+    training = {flag: action for action in build_parser()._actions for flag in action.option_strings}
+    ignored, i = [], 0
+    while i < len(unknown):
+        flag = unknown[i].split("=")[0]
+        if flag not in training:
+            raise SystemExit(f"evaluate_depth.py: unknown option {unknown[i]} (see --help)")
+        ignored.append(unknown[i])
+        i += 1
+        while i < len(unknown) and "=" not in flag and not unknown[i].startswith("--"):
+            ignored.append(unknown[i])  # its values
+            i += 1
+    return ignored
 
 
 def post_process_disparity(l_disp, r_disp):
@@ -74,14 +96,31 @@ def predict_disparities(method, dataset, device, batch_size=16, num_workers=4, p
         for data in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
             inputs = {k: v.to(device) for k, v in data.items() if torch.is_tensor(v)}
             if post_process:  # one pass over the images and their mirrors
-                inputs = {k: torch.cat([v, torch.flip(v, [3]) if isinstance(k, tuple) and k[0] == "color" else v])
-                          for k, v in inputs.items()}
+                mirrored = mirror_inputs(inputs)
+                inputs = {k: torch.cat([v, mirrored[k]]) for k, v in inputs.items()}
             disp = inverse_depth(method.predict(inputs))
             if post_process:
                 n = disp.shape[0] // 2
                 disp = post_process_disparity(disp[:n], disp[n:, :, ::-1])
             disps.append(disp)
     return np.concatenate(disps)
+
+
+def mirror_inputs(inputs):
+    """The batch of the mirrored images: every ("color", f, s) flipped, and the principal
+    point of every ("K", s) mirrored (cx -> W_s - cx, as the training flip does)."""
+    out = {}
+    width = inputs[("color", 0, 0)].shape[-1]
+    for key, value in inputs.items():
+        if isinstance(key, tuple) and key[0] == "color":
+            value = torch.flip(value, [3])
+        elif isinstance(key, tuple) and key[0] == "K":
+            value = value.clone()
+            value[:, 0, 2] = width // 2 ** key[1] - value[:, 0, 2]
+        out[key] = value
+    for key in [k for k in out if isinstance(k, tuple) and k[0] == "inv_K"]:
+        out[key] = torch.linalg.inv(out[("K", key[1])]) if ("K", key[1]) in out else out[key]
+    return out
 
 
 def inverse_depth(prediction):
@@ -126,13 +165,15 @@ def evaluate(args):
     if not test_sets:
         raise SystemExit("no test set asked for (see --eval_split and the other test-set options)")
     method, use_stereo = None, None
+    if args.ext_disp_to_eval and len(test_sets) > 1:
+        raise SystemExit("--ext_disp_to_eval holds the predictions of one test set: give one --eval_split")
     if args.ext_disp_to_eval is None:
         if not args.load_weights_folder:
             raise SystemExit("give --load_weights_folder (or --ext_disp_to_eval)")
         from methods import load_for_inference
         overrides = {k: getattr(args, k) for k in ("num_layers", "min_depth", "max_depth") if getattr(args, k)}
         method = load_for_inference(args.load_weights_folder, device, **overrides)
-        use_stereo = bool(method.opt.use_stereo)
+        use_stereo = method.trained_with_stereo
         print(f"-> {type(method).__name__} from {args.load_weights_folder}, predicting at "
               f"{method.opt.width}x{method.opt.height}")
     check_scaling(args, use_stereo)

@@ -80,9 +80,13 @@ def evaluate(args):
         sequence = int(tests[0][len("test_files_"):-4])
         filenames = read_split_file(os.path.join(split_dir, tests[0]))
     from methods import load_for_inference
-    method = load_for_inference(args.load_weights_folder, device, networks="all")
-    if not hasattr(method, "pose_between"):
-        raise SystemExit(f"{type(method).__name__} has no pose network to evaluate")
+    folder = os.path.expanduser(args.load_weights_folder)
+    method = load_for_inference(folder, device, networks="all")
+    if "pose" not in method.models or not hasattr(method, "pose_between"):
+        raise SystemExit(f"--load_weights_folder {folder}: this {type(method).__name__} model has no pose network "
+                         "(trained with stereo only?)")
+    if getattr(method, "num_pose_frames", 2) != 2:
+        raise SystemExit("the 5-frame ATE needs a pose network on frame pairs (--pose_model_input pairs)")
     dataset = KITTIOdomDataset(args.data_path, filenames, method.opt.height, method.opt.width, [0, 1], 1,
                                is_train=False, img_ext=".png" if args.png else ".jpg")
     loader = DataLoader(dataset, args.batch_size, shuffle=False, num_workers=args.num_workers)
@@ -96,7 +100,7 @@ def evaluate(args):
     global_poses = read_poses_file(os.path.join(args.data_path, "poses", f"{sequence:02d}.txt"))
     ates = snippet_ates(pred_poses, gt_local_poses(global_poses))
     print(f"\n   Trajectory error: {ates.mean():0.3f}, std: {ates.std():0.3f}\n")
-    out = os.path.join(args.load_weights_folder, "poses.npy")
+    out = os.path.join(folder, "poses.npy")
     np.save(out, pred_poses)
     print(f"-> Predictions saved to {out}")
     return ates

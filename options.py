@@ -93,11 +93,15 @@ def add_shared_options(p):
     g.add_argument("--num_workers", type=int, default=12, help="data loader workers per process")
     g.add_argument("--log_frequency", type=int, default=250, help="steps between logs")
     g.add_argument("--save_frequency", type=int, default=1, help="epochs between weight folders")
-    g.add_argument("--keep_weights", type=int, default=0,
+    g.add_argument("--keep_weights", type=int, default=3,
                    help="keep only the newest N weights_<epoch> folders (0: keep all, as monodepth2; "
                         "weights_best is always kept). A ResNet-18 folder is ~310 MB with adam.pth")
     g.add_argument("--no_progress", action="store_true", help="no progress bar")
-    g.add_argument("--resume", action="store_true", help="continue {log_dir}/{model_name} from its last saved state")
+    g.add_argument("--resume", action="store_true",
+                   help="continue <log_dir>/<model_name> from its last saved state, with the options it was "
+                        "started with (only --num_epochs, --max_steps and the system flags may change)")
+    g.add_argument("--skip_bad_items", action="store_true",
+                   help="skip (log and count) items whose files are missing or unreadable instead of stopping")
     g.add_argument("--state_frequency", type=int, default=250,
                    help="steps between resumable states (also saved at each epoch end; 0: epochs only)")
     g.add_argument("--val_split", type=str,
@@ -127,7 +131,7 @@ def build_parser(method_cls=None):
     hierarchy that defines add_options adds its group, bases first)."""
     p = argparse.ArgumentParser(
         description="Train a self-supervised depth model. `--method NAME --help` also lists a method's options.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_shared_options(p)
     if method_cls is not None:
         for cls in reversed(method_cls.__mro__):
@@ -136,16 +140,27 @@ def build_parser(method_cls=None):
     return p
 
 
+# options a resumed run may change (the rest are the run's own, restored from its opt.json)
+RESUME_OVERRIDES = ("resume", "log_dir", "model_name", "num_epochs", "max_steps", "data_path", "num_workers",
+                    "log_frequency", "save_frequency", "state_frequency", "keep_weights", "no_progress",
+                    "no_cuda", "cache_dir", "skip_bad_items", "max_nonfinite")
+
+
 class MonodepthOptions:
     """`MonodepthOptions().parse(argv)` -> the options Namespace (monodepth2's entry point)."""
 
     def parse(self, argv=None):
         from methods import method_class, resolve_method_name
         argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-        pre = argparse.ArgumentParser(add_help=False)
+        pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
         pre.add_argument("--config")
         pre.add_argument("--method")
+        pre.add_argument("--resume", action="store_true")
+        pre.add_argument("--log_dir", default=os.path.join(os.path.expanduser("~"), "tmp"))
+        pre.add_argument("--model_name", default="mdp")
         first, _ = pre.parse_known_args(argv)
+        if first.resume:
+            return self.parse_resume(argv, first)
         preset, preset_path = ({}, None)
         if first.config:
             preset, preset_path = read_preset(first.config)
@@ -160,6 +175,59 @@ class MonodepthOptions:
         check_options(opt)
         cls.check_options(opt)
         return opt
+
+    def parse_resume(self, argv, first):
+        """--resume: the run's own options (models/opt.json), with only RESUME_OVERRIDES
+        allowed to differ on the command line."""
+        from methods import method_class
+        run_dir = os.path.join(os.path.expanduser(first.log_dir), first.model_name)
+        path = os.path.join(run_dir, "models", "opt.json")
+        if not os.path.isfile(path):
+            raise SystemExit(f"--resume: no run to continue at {run_dir} ({path} is missing); check --log_dir and "
+                             "--model_name, or start the run without --resume")
+        if first.config:
+            raise SystemExit("--resume restores the run's own options: drop --config")
+        import json
+        with open(path) as f:
+            saved = json.load(f)
+        name = saved.get("method") or "monodepth2"
+        if first.method and first.method != name:
+            raise SystemExit(f"--resume: the run at {run_dir} uses --method {name}, not {first.method}")
+        cls = method_class(name)
+        parser = build_parser(cls)
+        self.parser = parser
+        known = {a.dest for a in parser._actions}
+        defaults = {k: v for k, v in saved.items() if k in known and k not in ("config", "method")}
+        if "frame_ids" in defaults:
+            defaults["frame_ids"] = [frame_id(str(v)) for v in defaults["frame_ids"]]
+        parser.set_defaults(**defaults)
+        opt = parser.parse_args(argv)
+        opt.method = name
+        check_options(opt)
+        cls.check_options(opt)
+        changed = []
+        for dest in explicit_options(parser, argv):
+            if dest in saved and getattr(opt, dest) != saved[dest] and dest not in RESUME_OVERRIDES:
+                changed.append(f"--{dest} (run: {saved[dest]!r}, given: {getattr(opt, dest)!r})")
+        if changed:
+            raise SystemExit("--resume continues the run with the options it was started with; these differ: "
+                             + ", ".join(changed) + f". Only {', '.join('--' + o for o in RESUME_OVERRIDES[3:])} "
+                             "may change; start a new --model_name (with --load_weights_folder) to change others")
+        overridden = [f"--{d} {saved.get(d)!r} -> {getattr(opt, d)!r}" for d in explicit_options(parser, argv)
+                      if d in saved and d not in ("resume",) and getattr(opt, d) != saved[d]]
+        if overridden:
+            print("-> resuming with the run's options, except " + ", ".join(overridden))
+        return opt
+
+
+def explicit_options(parser, argv):
+    """Destinations of the options written on the command line."""
+    given = set()
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if any(token == flag or token.startswith(flag + "=") for token in argv):
+                given.add(action.dest)
+    return given
 
 
 def read_preset(path):

@@ -5,7 +5,9 @@ protocol (evaluation/). The Trainer sums the terms, steps the optimiser and the 
 and owns what surrounds that: one process or DDP (torchrun), AMP, validation, and (with
 training/) weight folders, the resumable state and the logs.
 """
+import collections
 import contextlib
+import functools
 import json
 import math
 import os
@@ -18,9 +20,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets import DATASETS
-from datasets.fast_loader import fast_collate
+from datasets.fast_loader import collate_items, fill_cache
+from datasets.mono_dataset import ItemError, check_first_item
 from evaluation import DEPTH_METRIC_NAMES, PROTOCOLS
-from methods import build_method
+from methods import build_method, method_class
 from options import read_split_file, resolve_split_dir
 from training import checkpoints
 from training.logger import RunLogger
@@ -33,6 +36,10 @@ LOWER_IS_BETTER = {"abs_rel", "sq_rel", "rmse", "rmse_log"}
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+def schedule_factor(factor, base_lr, step):
+    return factor(step, base_lr)
 
 
 class Trainer:
@@ -52,7 +59,12 @@ class Trainer:
         self.state_dir = os.path.join(self.log_path, "state")
         self.models_dir = os.path.join(self.log_path, "models")
         self.logger = RunLogger(self.log_path)
+        self.skipped_items = 0
 
+        # the user's own inputs first, before anything slow or networked (ImageNet weights)
+        if opt.load_weights_folder and not opt.resume and not os.path.isdir(os.path.expanduser(opt.load_weights_folder)):
+            raise SystemExit(f"--load_weights_folder {opt.load_weights_folder}: no such folder")
+        self._build_loaders()
         self.method = build_method(opt).to(self.device)
         if opt.channels_last:
             self.method.to(memory_format=torch.channels_last)
@@ -76,7 +88,6 @@ class Trainer:
         if opt.load_weights_folder and not opt.resume:
             checkpoints.load_optimizer_state(self.optimizer, os.path.expanduser(opt.load_weights_folder),
                                              self.group_lrs, self._print)
-        self._build_loaders()
         self.scheduler = self._build_scheduler()
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opt.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=opt.amp == "fp16" and self.device.type == "cuda")
@@ -84,6 +95,8 @@ class Trainer:
         self.nonfinite_in_row = 0
         self.best = None
         self.loss_history = []
+        self.step_times = collections.deque(maxlen=50)
+        self.last_step_end, self.val_seconds = None, None
         if opt.resume:
             self._resume()
         self._print(f"Training model named: {opt.model_name} ({type(self.method).__name__})\n"
@@ -119,9 +132,9 @@ class Trainer:
 
     def _build_scheduler(self):
         """One LambdaLR over optimiser steps, built once (never rebuilt when parts are frozen
-        later, which would reset the LR); the same factor for every group. step: x
+        later, which would reset the LR), one factor per parameter group. step: x
         decay_rate every decay_step epochs; exponential: x decay_rate every epoch; cosine:
-        to eta_min over the run; optional linear warm-up."""
+        every group to eta_min over the run; optional linear warm-up."""
         opt = self.opt
         steps_per_epoch = max(len(self.train_loader), 1)
         total = steps_per_epoch * opt.num_epochs
@@ -129,37 +142,50 @@ class Trainer:
             total = min(total, opt.max_steps)
         decay_step = opt.decay_step or opt.scheduler_step_size
 
-        def factor(step):
+        def factor(step, base_lr):
             epoch = step // steps_per_epoch
             if opt.lr_sche_type == "step":
                 f = opt.decay_rate ** (epoch // decay_step)
             elif opt.lr_sche_type == "exponential":
                 f = opt.decay_rate ** epoch
-            else:
+            else:  # every group ends at eta_min
                 t = min(step / max(total, 1), 1.0)
-                floor = opt.eta_min / opt.learning_rate
+                floor = opt.eta_min / base_lr
                 f = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
             if opt.warmup_steps and step < opt.warmup_steps:
                 f *= (step + 1) / opt.warmup_steps
             return f
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        return torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, [functools.partial(schedule_factor, factor, lr) for lr in self.group_lrs])
 
     def _make_dataset(self, names, is_train, split_file):
         opt = self.opt
         path = "encoded" if opt.decode_on_device else "fast" if opt.fast_loader else "default"
-        return DATASETS[opt.dataset](opt.data_path, names, opt.height, opt.width, opt.frame_ids, len(opt.scales),
-                                     is_train=is_train, img_ext=".png" if opt.png else ".jpg",
-                                     split_file=split_file, input_path=path, cache_dir=opt.cache_dir,
-                                     targets=self.method.item_targets(), seed=opt.seed)
+        dataset = DATASETS[opt.dataset](opt.data_path, names, opt.height, opt.width, opt.frame_ids, len(opt.scales),
+                                        is_train=is_train, img_ext=".png" if opt.png else ".jpg",
+                                        split_file=split_file, input_path=path, cache_dir=opt.cache_dir,
+                                        targets=method_class(opt.method).item_targets(opt), seed=opt.seed)
+        dataset.skip_bad_items = opt.skip_bad_items
+        return dataset
 
     def _build_loaders(self):
         opt = self.opt
+        if not os.path.isdir(opt.data_path):
+            raise SystemExit(f"--data_path {opt.data_path}: no such folder (the root of the images; see "
+                             "the README for the layout)")
         split_dir = resolve_split_dir(opt.split, opt.data_path)
         train_file = os.path.join(split_dir, "train_files.txt")
         val_dir = resolve_split_dir(opt.val_split, opt.data_path) if opt.val_split else split_dir
         val_file = os.path.join(val_dir, "val_files.txt")
         self.train_dataset = self._make_dataset(read_split_file(train_file), True, train_file)
         self.val_dataset = self._make_dataset(read_split_file(val_file), False, val_file)
+        for dataset in (self.train_dataset, self.val_dataset):
+            check_first_item(dataset)
+            dataset.errors_as_items = True
+        if opt.cache_dir and opt.fast_loader and self.is_main:
+            for dataset, name in ((self.train_dataset, "train"), (self.val_dataset, "val")):
+                fill_cache(dataset, opt.num_workers, f"caching {name} images", opt.no_progress)
+        self._barrier()
         self.protocol = PROTOCOLS[self.val_dataset.eval_protocol]
         if len(self.train_dataset) < opt.batch_size * self.world_size:
             raise SystemExit(f"{train_file} has {len(self.train_dataset)} items, fewer than "
@@ -170,7 +196,7 @@ class Trainer:
         loader_rng = torch.Generator()
         loader_rng.manual_seed(opt.seed)
         self.loader_options = dict(num_workers=workers, pin_memory=self.device.type == "cuda",
-                                   collate_fn=fast_collate if opt.fast_loader else None)
+                                   collate_fn=collate_items)
         common = dict(self.loader_options, persistent_workers=workers > 0, generator=loader_rng)
         if workers > 0:
             common["prefetch_factor"] = 4 if opt.fast_loader else 2
@@ -186,6 +212,10 @@ class Trainer:
     def _to_device(self, inputs, dataset=None):
         """A loader batch on the device, finished there by the fast input path."""
         dataset = dataset or self.train_dataset
+        if "__error__" in inputs:
+            raise ItemError("\n".join(inputs["__error__"]) + "\n(--skip_bad_items skips such items)")
+        if "skipped_items" in inputs:
+            self.skipped_items += int(inputs.pop("skipped_items").sum())
         out = {}
         for k, v in inputs.items():
             if isinstance(v, list):  # JPEG bytes: decoded on the device by the dataset
@@ -234,10 +264,22 @@ class Trainer:
             self._print("-> interrupted: saving a resumable state (continue with --resume)")
             self.save_state()
             raise SystemExit(130)
+        except BaseException as e:  # whatever stopped training, the last completed step is kept
+            self._print(f"-> training stopped at step {self.step} ({type(e).__name__}): saving a resumable "
+                        "state (continue with --resume)")
+            try:
+                self.save_state()
+            except Exception as save_error:
+                self._print(f"-> could not save the state ({save_error}); the previous one is kept in "
+                            f"{self.state_dir}")
+            raise
         finally:
             if hasattr(signal, "SIGTERM") and self.is_main:
                 signal.signal(signal.SIGTERM, previous)
             self.logger.close()
+            if self.skipped_items:
+                self._print(f"-> {self.skipped_items} unreadable items were skipped (--skip_bad_items; the log "
+                            "lines beginning '-> skipped:' name them)")
             if self.world_size > 1 and dist.is_initialized():
                 self._barrier()
                 dist.destroy_process_group()
@@ -290,14 +332,19 @@ class Trainer:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             self.scheduler.step()
-            duration = time.time() - before
+            now = time.time()
+            duration = now - before
+            self.step_times.append(now - (self.last_step_end or before))  # with the wait for data
+            self.last_step_end = now
             self.loss_history.append(loss.item())
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.4f}", ex_s=f"{opt.batch_size * self.world_size / duration:.1f}")
             if self.is_main:
-                self.logger.append_jsonl("train_steps.jsonl", {
-                    "step": self.step, "epoch": self.epoch, "loss": loss.item(),
-                    "lr": self.optimizer.param_groups[0]["lr"]})
+                record = {"step": self.step, "epoch": self.epoch, "loss": loss.item(),
+                          "lr": self.optimizer.param_groups[0]["lr"]}
+                if opt.skip_bad_items:
+                    record["skipped_items"] = self.skipped_items
+                self.logger.append_jsonl("train_steps.jsonl", record)
                 early = batch_idx % opt.log_frequency == 0 and self.step < LOG_EVERY_STEP_UNTIL
                 if early or (self.step % LOG_EVERY_STEP_UNTIL == 0 and self.step > 0):
                     self.log_time(batch_idx, duration, loss.item())
@@ -375,11 +422,13 @@ class Trainer:
             return None
         opt = self.opt
         self.method.eval()
+        started = time.time()
         sums, count = {}, 0
         loader = DataLoader(self.val_dataset, self.val_loader.batch_size, shuffle=False,
                             **dict(self.loader_options, num_workers=min(opt.num_workers, 4)))
         with torch.no_grad():
-            for inputs in loader:
+            for inputs in tqdm(loader, desc=f"validate epoch {self.epoch}", unit="batch", leave=False,
+                               disable=opt.no_progress):
                 inputs = self._to_device(inputs, self.val_dataset)
                 with self.autocast():
                     prediction = self.method.predict(inputs)
@@ -388,6 +437,8 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v
                 count += n
         self.method.train()
+        self.val_seconds = time.time() - started
+        self.last_step_end = None  # the next step's time does not include the validation
         if not count:
             return None
         metrics = {k: v / count for k, v in sums.items()}
@@ -406,14 +457,26 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------ logging
+    def time_left(self):
+        """Seconds to the end: the mean of the recent steps (data wait included) times the steps
+        left, plus the last validation's duration times the validations left."""
+        steps_left = max(self.num_total_steps - self.step - 1, 0)
+        per_step = sum(self.step_times) / max(len(self.step_times), 1)
+        epochs_left = max(self.opt.num_epochs - self.epoch, 0)  # this epoch's validation is still to come
+        if self.opt.max_steps:
+            epochs_left = min(epochs_left, -(-steps_left // max(len(self.train_loader), 1)))
+        return per_step * steps_left + (self.val_seconds or 0.0) * epochs_left
+
     def log_time(self, batch_idx, duration, loss):
         elapsed = time.time() - self.start_time
-        left = (self.num_total_steps / max(self.step, 1) - 1.0) * elapsed if self.step > 0 else 0
+        left = self.time_left()
         self.logger.console(self.epoch, batch_idx, self.opt.batch_size * self.world_size / duration, loss,
                             elapsed, left)
 
     def log(self, mode, inputs, outputs, loss, logs):
         scalars = {"loss": loss.detach(), "lr": self.optimizer.param_groups[0]["lr"]}
+        if self.opt.skip_bad_items:
+            scalars["data/skipped_items"] = self.skipped_items
         if len(self.optimizer.param_groups) > 1:
             scalars.update({f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)})
         scalars.update(logs)
@@ -443,11 +506,15 @@ class Trainer:
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "scaler": self.scaler.state_dict(), "rng": checkpoints.rng_state(), "epoch": self.epoch,
                  "step": self.step, "batch_in_epoch": self.start_batch, "best": self.best,
-                 "nonfinite_in_row": self.nonfinite_in_row, "options": vars(self.opt)}
+                 "nonfinite_in_row": self.nonfinite_in_row, "skipped_items": self.skipped_items,
+                 "options": vars(self.opt)}
         return checkpoints.save_state(self.state_dir, state)
 
     def _resume(self):
         state, path = checkpoints.load_latest_state(self.state_dir, self._print)
+        saved_method = state.get("options", {}).get("method")
+        if saved_method and saved_method != self.opt.method:
+            raise SystemExit(f"--resume: {path} is a {saved_method} run, these options build {self.opt.method}")
         self.method.load_state_dict(state["models"])
         self.method.load_extra_state(state.get("method_state", {}))
         self.optimizer.load_state_dict(state["optimizer"])
@@ -456,5 +523,6 @@ class Trainer:
         checkpoints.set_rng_state(state["rng"])
         self.epoch, self.step, self.start_batch = state["epoch"], state["step"], state["batch_in_epoch"]
         self.best, self.nonfinite_in_row = state["best"], state["nonfinite_in_row"]
+        self.skipped_items = state.get("skipped_items", 0)
         self._print(f"-> Resumed from {path}: epoch {self.epoch}, step {self.step}, "
                     f"batch {self.start_batch} of the epoch")

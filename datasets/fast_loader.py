@@ -51,9 +51,35 @@ def load_resized_image(dataset, folder, frame_index, side):
     return arr
 
 
-def fast_collate(items):
+def fill_cache(dataset, workers, label="caching images", no_progress=False):
+    """Decode and resize every frame a split needs into dataset.cache_dir once, with a
+    progress bar, so that training starts at its steady speed. Files that cannot be read
+    are left for the item builder to report."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+    frames = sorted({(folder, *dataset.frame_source(frame, side, f))
+                     for folder, frame, side in (dataset.parse_line(i) for i in range(len(dataset)))
+                     for f in dataset.frame_ids})
+
+    def one(frame):
+        try:
+            load_resized_image(dataset, *frame)
+        except (OSError, ValueError):
+            pass
+    with ThreadPoolExecutor(max(workers, 1)) as pool:
+        for _ in tqdm(pool.map(one, frames), total=len(frames), desc=label, unit="image", disable=no_progress,
+                      leave=False):
+            pass
+
+
+def collate_items(items):
     """default_collate, except that the JPEG byte strings (("jpeg", f), of different lengths)
-    stay a list per frame."""
+    stay a list per frame, and that items which could not be built ({"__error__": message},
+    see MonoDataset.__getitem__) make the batch {"__error__": [messages]}."""
+    errors = [item["__error__"] for item in items if "__error__" in item]
+    if errors:
+        return {"__error__": errors}
     encoded = [k for k in items[0] if isinstance(k, tuple) and k[0] == "jpeg"]
     batch = default_collate([{k: v for k, v in item.items() if k not in encoded} for item in items])
     for k in encoded:

@@ -17,6 +17,7 @@ One item builder (`_item`) serves both input paths:
 """
 import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -31,6 +32,15 @@ from .fast_loader import decode_batch, device_pyramid, load_resized_image
 STEREO_BASELINE = 0.1  # training units; KITTI's 0.54 m baseline, hence x5.4 to metres
 OTHER_SIDE = {"r": "l", "l": "r", "2": "3", "3": "2"}
 INPUT_PATHS = ("default", "fast", "encoded")
+MAX_SKIPPED_IN_A_ROW = 100  # --skip_bad_items gives up (and reports) after this many
+
+
+class UnreadableFileError(OSError):
+    """A file that exists but cannot be decoded (truncated, not an image, ...)."""
+
+
+class ItemError(RuntimeError):
+    """An item of a split could not be built; the message names the file and the line."""
 
 
 def pil_loader(path):
@@ -96,6 +106,8 @@ class MonoDataset(data.Dataset):
         self.input_path, self.cache_dir = input_path, cache_dir
         self.extra_targets = list(targets)
         self.seed = seed
+        self.errors_as_items = False  # set by the Trainer: see __getitem__
+        self.skip_bad_items = False
         self.augmentations = (default_augmentations() if augmentations is None else list(augmentations)) \
             if is_train else []
         self.to_tensor = transforms.ToTensor()
@@ -165,19 +177,10 @@ class MonoDataset(data.Dataset):
             if path.endswith(".jpg") and os.path.isfile(path[:-4] + ".png"):
                 hint = " (a .png exists: pass --png, or convert the images to .jpg)"
             raise FileNotFoundError(f"image not found: {path}{hint}")
-        return pil_loader(path)
-
-    def item_with_context(self, build, index):
-        """build(index, epoch), with a missing file reported together with the split line
-        that asked for it. index: an int, or (index, epoch) from the training sampler."""
-        epoch = 0
-        if isinstance(index, (tuple, list)):
-            index, epoch = index
         try:
-            return build(index, epoch)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{e}; needed by line {index + 1} of {self.split_file or 'the split'}: "
-                                    f"{self.filenames[index]!r}") from None
+            return pil_loader(path)
+        except (OSError, ValueError) as e:  # truncated or not an image
+            raise UnreadableFileError(f"cannot read image {path} ({e})") from None
 
     def __len__(self):
         return len(self.filenames)
@@ -190,8 +193,42 @@ class MonoDataset(data.Dataset):
         return random.Random((self.seed * 1_000_003 + epoch) * 1_000_003 + index)
 
     def __getitem__(self, index):
-        """index: an int, or (index, epoch) from the training sampler."""
-        return self.item_with_context(self._item, index)
+        """index: an int, or (index, epoch) from the training sampler. A missing or unreadable
+        file raises its error with the split line that asked for it; with errors_as_items
+        (the Trainer's loaders) the item is {"__error__": message} instead, so that the
+        training process reports it in a line rather than as a worker traceback; with
+        skip_bad_items the next readable item of the split replaces it."""
+        epoch = 0
+        if isinstance(index, (tuple, list)):
+            index, epoch = index
+        skipped = 0
+        while True:
+            try:
+                item = self.item_in_context(index, epoch)
+                break
+            except (OSError, ValueError) as e:
+                if not self.skip_bad_items or skipped + 1 >= min(len(self), MAX_SKIPPED_IN_A_ROW):
+                    if self.errors_as_items:
+                        return {"__error__": str(e)}
+                    raise
+                print(f"-> skipped: {e}", file=sys.stderr)
+                skipped += 1
+                index = (index + 1) % len(self)
+        if self.skip_bad_items:
+            item["skipped_items"] = torch.tensor(skipped)
+        return item
+
+    def item_in_context(self, index, epoch):
+        """_item(index, epoch), a file error re-raised with the split line that asked for it."""
+        try:
+            return self._item(index, epoch)
+        except (OSError, ValueError) as e:
+            message = f"{e}; needed by line {index + 1} of {self.split_file or 'the split'}: {self.filenames[index]!r}"
+            try:
+                error = type(e)(message)
+            except TypeError:  # an error type with other constructor arguments
+                error = OSError(message)
+            raise error from None
 
     def frame_source(self, frame_index, side, f):
         """(frame index, side) of frame id f of an item."""
@@ -228,7 +265,7 @@ class MonoDataset(data.Dataset):
 
     def camera_entries(self, folder, side, active):
         """("K", s), ("inv_K", s) and "stereo_T" of an item, after the augmentations' changes."""
-        item = {"K": self.get_intrinsics(folder)}
+        item = {"K": np.array(self.get_intrinsics(folder), dtype=np.float32, copy=True)}
         if "s" in self.frame_ids:
             item["stereo_T"] = stereo_transform(side)
         for aug, p in active:
@@ -291,6 +328,17 @@ class MonoDataset(data.Dataset):
             if aug.stage == "photometric":
                 aug.apply_batch(batch, params[aug.name], color_keys)
         return batch
+
+
+def check_first_item(dataset):
+    """Build the first item of a split now, so that a wrong --data_path, image format or
+    missing file is reported in one line before anything slow starts."""
+    if len(dataset) == 0:
+        raise SystemExit(f"{dataset.split_file}: no lines")
+    try:
+        dataset.item_in_context(0, 0)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"cannot build the first item of the split: {e}") from None
 
 
 def stereo_transform(side):

@@ -81,7 +81,7 @@ class KittiSplit(TestSet):
         print(f"-> No ground truth for the benchmark split; predictions saved to {out_dir}")
 
     def external_predictions(self, disps, args):
-        if args.eval_eigen_to_benchmark:
+        if args.eval_eigen_to_benchmark and self.name == "eigen_benchmark":
             from options import resolve_split_dir
             ids = np.load(os.path.join(resolve_split_dir("benchmark"), "eigen_to_benchmark_ids.npy"))
             disps = disps[ids]

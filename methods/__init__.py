@@ -11,6 +11,7 @@ that module defines `METHOD = TheClass`.
 """
 import importlib
 import pkgutil
+import warnings
 
 METHODS = {}
 _loaded = False
@@ -38,11 +39,22 @@ def _load_builtin():
                 importlib.import_module(f"{__name__}.{module.name}")
 
 
+RENAMED_HOOKS = {"on_step_end": "on_train_step_end(step, inputs, outputs)", "predict_disp": "predict(inputs)"}
+
+
+def _check_hooks(cls):
+    """A method written for an older interface defines hooks that are never called: say so."""
+    for old, new in RENAMED_HOOKS.items():
+        if any(old in klass.__dict__ for klass in cls.__mro__):
+            warnings.warn(f"{cls.__name__} defines {old}, which is no longer called: define {new} instead")
+    return cls
+
+
 def method_class(name):
     """The class of `--method name`: a registered name, or a module path defining METHOD."""
     _load_builtin()
     if name in METHODS:
-        return METHODS[name]
+        return _check_hooks(METHODS[name])
     if "." in name:
         try:
             module = importlib.import_module(name)
@@ -51,7 +63,7 @@ def method_class(name):
                              "or add that folder to PYTHONPATH") from None
         if not hasattr(module, "METHOD"):
             raise SystemExit(f"--method {name!r}: the module defines no METHOD = <Method subclass>")
-        cls = module.METHOD
+        cls = _check_hooks(module.METHOD)
         cls.name = name
         cls.selector = getattr(cls, "selector", None) if "selector" in cls.__dict__ else None
         return cls

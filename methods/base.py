@@ -51,8 +51,10 @@ class Method(nn.Module):
         """Reject option combinations this method cannot run, with a message naming them."""
 
     # --- data
-    def item_targets(self):
-        """Extra image-aligned targets each item must carry (datasets.items.ItemTarget)."""
+    @classmethod
+    def item_targets(cls, opt):
+        """Extra image-aligned targets each item must carry (datasets.mono_dataset.ItemTarget);
+        a class method, so that the data is checked before any network is built."""
         return []
 
     # --- training
@@ -214,11 +216,16 @@ def load_for_inference(folder, device="cpu", networks=None, **overrides):
     folder = os.path.expanduser(folder)
     if not os.path.isdir(folder):
         raise SystemExit(f"--load_weights_folder {folder}: no such folder")
-    saved = folder_options(folder) or monodepth2_options(folder)
-    saved.update({k: v for k, v in encoder_info(folder).items() if k in ("height", "width")})
+    saved = folder_options(folder)
+    has_options = saved is not None
+    saved = saved or monodepth2_options(folder)
+    info = encoder_info(folder)
+    saved.update({k: v for k, v in info.items() if k in ("height", "width")})
     opt = options_for_inference(saved, overrides)
     from methods import build_method
     method = build_method(opt)
+    # True / False when the folder says; None for a folder that does not (scaling not checked)
+    method.trained_with_stereo = bool(opt.use_stereo) if has_options else info.get("use_stereo")
     names = method.inference_models if networks is None else list(method.models) if networks == "all" else networks
     method.load_weights(folder, names, strict=True)
     return method.to(device).eval()

@@ -85,8 +85,9 @@ class DepthHints(Monodepth2):
             raise SystemExit("--use_depth_hints does not support --v1_multiscale")
         opt.use_depth_hints = True
 
-    def item_targets(self):
-        return [DepthHintTarget(self.opt.depth_hint_path or os.path.join(self.opt.data_path, "depth_hints"))]
+    @classmethod
+    def item_targets(cls, opt):
+        return [DepthHintTarget(opt.depth_hint_path or os.path.join(opt.data_path, "depth_hints"))]
 
     def hint_reprojection(self, inputs):
         """Error of warping the stereo view with the hint depth, at scale 0 (B x 1 x H x W);

@@ -20,8 +20,8 @@ class Monodepth2(Method):
     def add_options(cls, parser):
         g = parser.add_argument_group("monodepth2")
         g.add_argument("--pose_model_type", type=str, default="separate_resnet",
-                       choices=["separate_resnet", "shared", "posecnn"],
-                       help="pose network: its own ResNet, the depth encoder's features, or PoseCNN")
+                       help="pose network by registered name: separate_resnet (its own ResNet), shared (the "
+                            "depth encoder's features), posecnn, or one registered in networks/")
         g.add_argument("--pose_model_input", type=str, default="pairs", choices=["pairs", "all"],
                        help="pose from frame pairs (target, source) or from all frames at once")
         g.add_argument("--disparity_smoothness", type=float, default=1e-3, help="edge-aware smoothness weight")
@@ -38,6 +38,9 @@ class Monodepth2(Method):
             raise SystemExit("--predictive_mask replaces auto-masking: add --disable_automasking")
         if opt.frame_ids == [0] and not opt.use_stereo:
             raise SystemExit("--frame_ids 0 alone needs --use_stereo (nothing to reconstruct from)")
+        if opt.pose_model_type not in networks.POSE_NETWORKS:
+            raise SystemExit(f"--pose_model_type {opt.pose_model_type!r}: registered pose networks are "
+                             f"{', '.join(sorted(networks.POSE_NETWORKS))}")
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -82,8 +85,9 @@ class Monodepth2(Method):
         return outputs
 
     def _pose(self, frames, features=None):
-        """Pose network on a list of frames (images; features too for the shared type)."""
-        if self.opt.pose_model_type == "separate_resnet":
+        """Pose network on a list of frames: its own encoder on the stacked frames, the depth
+        encoder's features of each frame (shared), or a network on the stacked frames."""
+        if "pose_encoder" in self.models:
             return self.models["pose"]([self.models["pose_encoder"](torch.cat(frames, 1))])
         if self.opt.pose_model_type == "shared":
             return self.models["pose"](features)

@@ -12,7 +12,3 @@ from .registry import (DEPTH_DECODERS, ENCODERS, POSE_NETWORKS, build_depth_deco
 from .resnet_encoder import ResnetEncoder, load_imagenet_state_dict  # noqa: F401
 from .timm_encoder import TimmEncoder  # noqa: F401
 
-
-def build_depth_encoder(opt):
-    """The depth encoder chosen by --encoder (monodepth2: ResNet-`--num_layers`)."""
-    return build_encoder(opt)

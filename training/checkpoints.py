@@ -56,9 +56,17 @@ def load_optimizer_state(optimizer, folder, group_lrs, log=print):
     except (ValueError, KeyError) as e:
         log(f"-> {path} does not match these parameters ({e}): the optimiser starts afresh")
         return False
+    reset = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            if any(torch.is_tensor(v) and v.dim() > 0 and v.shape != p.shape for v in state.values()):
+                optimizer.state.pop(p)  # a network of another shape: its moments start afresh
+                reset += 1
     for group, lr in zip(optimizer.param_groups, group_lrs):
         group["lr"] = group["initial_lr"] = lr
-    log(f"-> Loaded the optimiser state from {path}")
+    log(f"-> Loaded the optimiser state from {path}" + (f" ({reset} tensors of another shape start afresh)"
+                                                        if reset else ""))
     return True
 
 
