@@ -59,9 +59,11 @@ def export_gt_depths(data_path, split, gt_source=None, lidar_convention="monodep
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="export ground-truth depth of a split's test files")
+    p = argparse.ArgumentParser(description="export ground-truth depth of a split's test files",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_path", required=True, help="KITTI raw root")
-    p.add_argument("--split", required=True, help="eigen, eigen_benchmark, or a split folder")
+    p.add_argument("--split", required=True, help="eigen, eigen_benchmark, a split under <data_path>/splits/, or a "
+                   "split folder")
     p.add_argument("--gt_source", choices=["velodyne", "improved"],
                    help="default: improved for eigen_benchmark, velodyne otherwise")
     p.add_argument("--lidar_convention", default="monodepth2", choices=LIDAR_CONVENTIONS,

@@ -133,17 +133,18 @@ def process_line(job):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="precompute fused SGM depth hints")
-    p.add_argument("--data_path", required=True)
+    p = argparse.ArgumentParser(description="precompute fused SGM depth hints", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data_path", required=True, help="KITTI raw root (both stereo images of each line)")
     p.add_argument("--filenames", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                     "splits", "eigen_full", "all_files.txt"))
+                                                     "splits", "eigen_full", "all_files.txt"),
+                   help="split file whose lines get a hint")
     p.add_argument("--save_path", help="default: <data_path>/depth_hints")
-    p.add_argument("--height", type=int, default=320)
-    p.add_argument("--width", type=int, default=1024)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--height", type=int, default=320, help="SGM image height")
+    p.add_argument("--width", type=int, default=1024, help="SGM image width")
+    p.add_argument("--overwrite", action="store_true", help="recompute hints that exist")
     p.add_argument("--png", action="store_true",
                    help="read .png images (default: .jpg, or .png when the first image exists only as .png)")
-    p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1, help="processes")
     args = p.parse_args(argv)
     args.save_path = args.save_path or os.path.join(args.data_path, "depth_hints")
     if not os.path.isfile(args.filenames):

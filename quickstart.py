@@ -7,7 +7,10 @@
 3. exports the test split's ground truth and evaluates the last weights: metric depth
    (stereo protocol, x5.4), and with per-image median scaling beside an untrained network
    and a constant-depth predictor for reference;
-4. writes a coloured depth image of one test frame with test_simple.py.
+4. writes a picture to judge at a glance (example_panel.png: a test frame, the predicted
+   depth and the world's true depth on one colour scale) and, with test_simple.py, the
+   coloured depth image of that frame. The model is trained on synthetic data: it is not
+   meant for real photos.
 """
 import argparse
 import json
@@ -22,11 +25,11 @@ PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data_path", default="synthetic_data")
-    p.add_argument("--log_dir", default="runs")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--num_workers", type=int, default=1)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data_path", default="synthetic_data", help="the synthetic world (written if absent)")
+    p.add_argument("--log_dir", default="runs", help="the run goes to <log_dir>/quickstart")
+    p.add_argument("--epochs", type=int, default=8, help="training epochs")
+    p.add_argument("--num_workers", type=int, default=1, help="data loader workers")
     args = p.parse_args(argv)
     sys.path.insert(0, PROJECT_DIR)
     from datasets import synthetic_world as sw
@@ -43,13 +46,14 @@ def main(argv=None):
         sw.generate(sw.Config(out=args.data_path, overwrite=os.path.isdir(args.data_path)
                               and not os.listdir(args.data_path)))
     split = os.path.join(args.data_path, "splits", "synthetic")
+    print("-> training (about 3-5 minutes on 2 CPU cores)")
     opt = MonodepthOptions().parse([
         "--config", os.path.join(PROJECT_DIR, "configs", "synthetic_quickstart.yaml"),
         "--data_path", args.data_path, "--split", split, "--log_dir", args.log_dir,
         "--num_epochs", str(args.epochs), "--num_workers", str(args.num_workers),
         "--cache_dir", os.path.join(args.data_path, "cache")])
     trainer = Trainer(opt)
-    _, gts = export_gt_depths(args.data_path, split, "velodyne", "exact", progress=False)
+    _, gts = export_gt_depths(args.data_path, split, "velodyne", "exact")
     test_set = KittiSplit(split, args.data_path, png=True)
     test_lines = test_set.filenames
     score = test_set.protocol.evaluate
@@ -76,14 +80,51 @@ def main(argv=None):
     with open(os.path.join(args.log_dir, opt.model_name, "quickstart_metrics.json"), "w") as f:
         json.dump({"trained_metric": metric, "trained": trained, "untrained": untrained, "constant": constant},
                   f, indent=1)
-    folder, frame, _ = test_lines[len(test_lines) // 2].split()
+    index = len(test_lines) // 2
+    folder, frame, _ = test_lines[index].split()
     image = os.path.join(args.data_path, folder, "image_02", "data", f"{int(frame):010d}.png")
-    target = os.path.join(args.log_dir, opt.model_name, "example.png")
+    truth = os.path.join(args.data_path, folder, "depth_dense", "image_02", "data", f"{int(frame):010d}.npy")
+    run_dir = os.path.join(args.log_dir, opt.model_name)
+    frame_abs_rel = test_set.protocol.score(disps[index], gts[index], STEREO_SCALE_FACTOR, False)[0][0]
+    panel = write_panel(image, STEREO_SCALE_FACTOR / disps[index], np.load(truth),
+                        os.path.join(run_dir, "example_panel.png"),
+                        f"{test_lines[index]}: abs_rel {frame_abs_rel:.3f} on this frame, {metric['abs_rel']:.3f} "
+                        "on the test drive (metric, stereo scale)")
+    target = os.path.join(run_dir, "example.png")
     shutil.copy(image, target)
     test_simple.main(["--image_path", target, "--load_weights_folder", weights])
-    print(f"-> done in {(time.time() - start) / 60:.1f} min; weights in {weights}, depth image "
-          f"{target[:-4]}_disp.jpeg, TensorBoard logs in {os.path.join(args.log_dir, opt.model_name)}")
+    print(f"-> done in {(time.time() - start) / 60:.1f} min; weights in {weights}; picture {panel}; depth image "
+          f"{target[:-4]}_disp.jpeg; TensorBoard: tensorboard --logdir {run_dir}")
     return metric, trained, untrained, constant
+
+
+def write_panel(image_path, pred_depth, true_depth, out, caption):
+    """Input, prediction and truth, one above the other; both depths in metres on one
+    colour scale (inverse depth, near = bright; the sky has no true depth and is black)."""
+    import cv2
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    rgb = np.asarray(Image.open(image_path).convert("RGB"))
+    h, w = rgb.shape[:2]
+    pred = cv2.resize(1 / pred_depth.astype(np.float32), (w, h))  # inverse depth, as evaluated
+    truth = np.where(true_depth > 0, 1 / np.maximum(true_depth, 1e-3), np.nan)
+    vmin, vmax = 1 / 80.0, np.nanpercentile(truth, 99)
+    fig, axes = plt.subplots(3, 1, figsize=(10, 9.6))
+    panels = (("input (test drive)", rgb), ("predicted depth", pred), ("true depth (rendered)", truth))
+    for ax, (title, data) in zip(axes, panels):
+        shown = ax.imshow(data, cmap="magma", vmin=vmin, vmax=vmax) if data.ndim == 2 else ax.imshow(data)
+        ax.set_title(title)
+        ax.axis("off")
+    bar = fig.colorbar(shown, ax=axes[1:], fraction=0.03, pad=0.01)
+    ticks = [d for d in (2, 3, 5, 10, 20, 40, 80) if vmin <= 1 / d <= vmax]
+    bar.set_ticks([1 / d for d in ticks])
+    bar.set_ticklabels([f"{d} m" for d in ticks])
+    fig.suptitle(caption, fontsize=10)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Predict depth for an image or a folder of images.
 
+    python test_simple.py --image_path assets/test_image.jpg --model_name mono+stereo_640x192
     python test_simple.py --image_path assets/test_image.jpg --load_weights_folder W
-    python test_simple.py --image_path DIR --ext png --load_weights_folder W --save_npy
+    python test_simple.py --image_path DIR --ext png --load_weights_folder W --save_npy --output_dir OUT
 
-The model is rebuilt from the weight folder alone (opt.json, or a monodepth2 folder).
-Writes <name>_disp.jpeg (magma, 95th-percentile normalisation) beside each image, and with
+The model is rebuilt from the weight folder alone (opt.json, or a monodepth2 folder), or
+is a released model fetched by name (model_zoo.py). Writes <name>_disp.jpeg (magma,
+95th-percentile normalisation) beside each image (or in --output_dir), and with
 --save_npy <name>_disp.npy (scaled disparity at network resolution, 1 x 1 x h x w) or, with
 --pred_metric_depth, <name>_depth.npy (metres, for stereo-trained models: 5.4 x depth).
 """
@@ -27,8 +29,13 @@ from utils import colorize_disparity
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="single-image (or folder) depth prediction",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from model_zoo import RELEASED
     p.add_argument("--image_path", required=True, help="an image or a folder of images")
-    p.add_argument("--load_weights_folder", required=True, help="a weights_N folder of a trained model")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--load_weights_folder", help="a weights_N folder of a trained model")
+    model.add_argument("--model_name", help="a released model, downloaded on first use: "
+                       + ", ".join(sorted(RELEASED)))
+    p.add_argument("--output_dir", help="write the outputs here (default: beside each image)")
     p.add_argument("--ext", default="jpg", help="image extension to search for in a folder")
     p.add_argument("--num_layers", type=int, help="ResNet depth of a monodepth2 folder without opt.json "
                    "(default: read from encoder.pth)")
@@ -56,7 +63,11 @@ def main(argv=None):
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     from methods import load_for_inference
-    method = load_for_inference(args.load_weights_folder, device,
+    folder = args.load_weights_folder
+    if args.model_name:
+        from model_zoo import released_model
+        folder = released_model(args.model_name)
+    method = load_for_inference(folder, device,
                                 **({"num_layers": args.num_layers} if args.num_layers else {}))
     if tuple(method.inference_frames) != (0,):
         raise SystemExit(f"{type(method).__name__} needs frames {list(method.inference_frames)} per prediction; "
@@ -65,6 +76,8 @@ def main(argv=None):
     if args.pred_metric_depth and not method.opt.use_stereo:
         print("-> warning: this model was trained without stereo; its depth is not metric")
     paths = list_images(args.image_path, args.ext)
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
     resize = transforms.Resize((height, width), interpolation=transforms.InterpolationMode.LANCZOS)
     to_tensor = transforms.ToTensor()
     written = []
@@ -81,6 +94,8 @@ def main(argv=None):
                 w0, h0 = image.size
                 resized = F.interpolate(disp[k:k + 1], (h0, w0), mode="bilinear", align_corners=False)[0, 0]
                 name = os.path.splitext(path)[0]
+                if args.output_dir:
+                    name = os.path.join(args.output_dir, os.path.basename(name))
                 if args.pred_metric_depth:
                     np.save(f"{name}_depth.npy", (STEREO_SCALE_FACTOR * depth[k:k + 1]).cpu().numpy())
                 elif args.save_npy:

@@ -134,18 +134,18 @@ def world_exists(out):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Write a deterministic synthetic driving world in "
-                                "KITTI raw (and odometry) format.")
+                                "KITTI raw (and odometry) format.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (a KITTI raw root)")
-    p.add_argument("--drives", type=int, default=2)
+    p.add_argument("--drives", type=int, default=2, help="drives (the last is held out)")
     p.add_argument("--frames", type=int, default=60, help="frames per drive (10 Hz)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=int, default=375)
-    p.add_argument("--width", type=int, default=1242)
+    p.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes")
+    p.add_argument("--height", type=int, default=375, help="image height")
+    p.add_argument("--width", type=int, default=1242, help="image width")
     p.add_argument("--moving_objects", action="store_true", help="add independently moving cars "
                    "and write their masks (mvobj_mask)")
     p.add_argument("--jpg", action="store_true", help="also write .jpg images (quality 92)")
     p.add_argument("--odometry", action="store_true", help="also write a KITTI odometry tree")
-    p.add_argument("--split_name", default="synthetic")
+    p.add_argument("--split_name", default="synthetic", help="split folder under <out>/splits/")
     p.add_argument("--overwrite", action="store_true", help="replace an existing synthetic world")
     p.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
     return p.parse_args(argv)

@@ -23,9 +23,13 @@ def save_weight_folder(method, optimizer, folder, opt):
     place; the previous folder of that name is replaced only once the new one is complete."""
     tmp = folder + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    method.save_weights(tmp, {"height": opt.height, "width": opt.width, "use_stereo": opt.use_stereo})
-    atomic_torch_save(optimizer.state_dict(), os.path.join(tmp, "adam.pth"))  # monodepth2's name
-    atomic_write_bytes(os.path.join(tmp, "opt.json"), options_json(opt))
+    try:
+        method.save_weights(tmp, {"height": opt.height, "width": opt.width, "use_stereo": opt.use_stereo})
+        atomic_torch_save(optimizer.state_dict(), os.path.join(tmp, "adam.pth"))  # monodepth2's name
+        atomic_write_bytes(os.path.join(tmp, "opt.json"), options_json(opt))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # the previous folder of that name is untouched
+        raise
     old = folder + ".old"
     if os.path.isdir(folder):
         shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,268 @@
+"""What a new user meets first: short errors that name the wrong input, resume from the
+run's name alone, released models by name (download, checksum, cache), split names, bad
+files in the middle of a run, failed writes, help texts, the time estimate."""
+import argparse
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+import model_zoo
+from options import MonodepthOptions
+from trainer import Trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _args(world, log_dir, *extra, steps=3):
+    return ["--data_path", world.out, "--split", "synthetic", "--png", "--height", "64", "--width", "192",
+            "--weights_init", "scratch", "--batch_size", "2", "--num_epochs", "2", "--num_workers", "0",
+            "--log_dir", str(log_dir), "--model_name", "m", "--log_frequency", "1000", "--max_steps", str(steps),
+            "--no_progress", "--no_cuda", *extra]
+
+
+def _run(args, script="train.py"):
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def _losses(run_dir):
+    out = {}
+    for line in (run_dir / "m" / "train_steps.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        out[rec["step"]] = rec["loss"]
+    return out
+
+
+# ------------------------------------------------------------------ short errors, early
+@pytest.mark.parametrize("case", ["data_path", "split", "weights_folder", "image_format"])
+def test_wrong_inputs_are_named_in_a_few_lines_before_anything_slow(static_world, tmp_path, case):
+    """--weights_init pretrained (the default) would need ImageNet weights: the user's own
+    mistake must be reported first, in at most three lines."""
+    args = _args(static_world, tmp_path)
+    args[args.index("--weights_init") + 1] = "pretrained"
+    expected = {"data_path": "--data_path", "split": "split 'synthetc' not found",
+                "weights_folder": "--load_weights_folder", "image_format": "pass --png"}[case]
+    if case == "data_path":
+        args[args.index("--data_path") + 1] = str(tmp_path / "no_such_world")
+    elif case == "split":
+        args[args.index("--split") + 1] = "synthetc"
+    elif case == "weights_folder":
+        args += ["--load_weights_folder", str(tmp_path / "no_such_folder")]
+    else:
+        args.remove("--png")
+    res = _run(args)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode != 0 and expected in res.stderr and len(lines) <= 3, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "ImageNet" not in res.stderr
+
+
+def test_split_names_of_the_synthetic_world(static_world):
+    from options import SPLITS_DIR, resolve_split_dir
+    assert resolve_split_dir("synthetic", static_world.out) == os.path.join(static_world.out, "splits", "synthetic")
+    assert resolve_split_dir("eigen", static_world.out) == os.path.join(SPLITS_DIR, "eigen")
+    with pytest.raises(SystemExit) as e:
+        resolve_split_dir("nope", static_world.out)
+    listed = str(e.value).split("available: ")[1].split(", ")
+    assert "synthetic" in listed and "eigen_zhou" in listed and not any(n.endswith(".txt") for n in listed)
+
+
+# ------------------------------------------------------------------ resume by name
+def test_resume_from_the_model_name_alone_continues_the_same_run(static_world, tmp_path):
+    options = ["--scheduler_step_size", "1", "--disparity_smoothness", "0.01", "--deterministic"]
+    Trainer(MonodepthOptions().parse(_args(static_world, tmp_path / "ref", *options, steps=12))).train()
+    assert _run(_args(static_world, tmp_path / "run", *options, steps=6)).returncode == 0
+    res = _run(["--log_dir", str(tmp_path / "run"), "--model_name", "m", "--resume", "--max_steps", "12",
+                "--no_progress"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "--max_steps 6 -> 12" in res.stdout
+    ref, run = _losses(tmp_path / "ref"), _losses(tmp_path / "run")
+    assert sorted(run) == list(range(12))
+    for step in range(6, 12):  # the run's own options (LR steps every epoch, smoothness) were restored
+        assert run[step] == pytest.approx(ref[step], rel=1e-6, abs=1e-7), step
+    res = _run(["--log_dir", str(tmp_path / "run"), "--model_name", "m", "--resume", "--height", "96"])
+    assert res.returncode != 0 and "--height (run: 64, given: 96)" in res.stderr
+    res = _run(["--log_dir", str(tmp_path / "nothing"), "--model_name", "m", "--resume"])
+    assert res.returncode != 0 and "no run to continue" in res.stderr
+
+
+# ------------------------------------------------------------------ released models
+@pytest.fixture
+def model_server(tmp_path):
+    """A zip of a (random) monodepth2 weight folder served on 127.0.0.1, and its MD5."""
+    from methods import build_method
+    opt = MonodepthOptions().parse(["--weights_init", "scratch", "--height", "64", "--width", "192"])
+    folder = tmp_path / "served_model"
+    build_method(opt).save_weights(str(folder), {"height": 64, "width": 192, "use_stereo": True})
+    site = tmp_path / "site"
+    site.mkdir()
+    with zipfile.ZipFile(site / "tiny.zip", "w") as z:
+        for name in ("encoder.pth", "depth.pth"):
+            z.write(folder / name, f"tiny/{name}")
+    md5 = hashlib.md5((site / "tiny.zip").read_bytes()).hexdigest()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(site), **k)
+
+        def log_message(self, *a):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/tiny.zip", md5
+    server.shutdown()
+
+
+def test_released_model_is_downloaded_checked_cached_and_predicts(model_server, tmp_path, monkeypatch):
+    url, md5 = model_server
+    cache = tmp_path / "cache"
+    table = {"tiny_640x192": (url, md5), "tiny_bad": (url, "0" * 32), "tiny_offline": ("http://127.0.0.1:9/x.zip", md5)}
+    folder = model_zoo.released_model("tiny_640x192", str(cache), table, progress=False)
+    assert sorted(os.listdir(folder)) == ["depth.pth", "encoder.pth"]
+    unreachable = {"tiny_640x192": ("http://127.0.0.1:9/gone.zip", md5)}
+    assert model_zoo.released_model("tiny_640x192", str(cache), unreachable, progress=False) == folder  # cached
+    with pytest.raises(SystemExit, match="has MD5 .* not 0000"):
+        model_zoo.released_model("tiny_bad", str(cache), table, progress=False)
+    assert not os.path.exists(cache / "tiny_bad") and not [f for f in os.listdir(cache) if f.endswith(".zip")]
+    with pytest.raises(SystemExit, match=r"could not download .*unzip it into .*tiny_offline"):
+        model_zoo.released_model("tiny_offline", str(cache), table, progress=False)
+    # test_simple --model_name, with --output_dir
+    monkeypatch.setattr(model_zoo, "RELEASED", table)
+    monkeypatch.setenv("DEPTHKIT_CACHE", str(tmp_path / "cache2"))
+    import test_simple
+    out = tmp_path / "out"
+    written = test_simple.main(["--image_path", os.path.join(ROOT, "assets", "test_image.jpg"), "--model_name",
+                                "tiny_640x192", "--output_dir", str(out), "--save_npy", "--no_cuda"])
+    assert written == [str(out / "test_image_disp.jpeg")]
+    assert np.load(out / "test_image_disp.npy").shape == (1, 1, 64, 192)
+    from PIL import Image
+    assert Image.open(written[0]).size == (1242, 375)
+
+
+# ------------------------------------------------------------------ bad files, failed writes
+def _world_with_a_truncated_image(world, tmp_path):
+    root = tmp_path / "world"
+    shutil.copytree(world.out, root, ignore=shutil.ignore_patterns("depth_dense", "proj_depth"))
+    with open(root / "splits" / "synthetic" / "train_files.txt") as f:
+        line = f.read().splitlines()[5]
+    folder, frame, side = line.split()
+    image = root / folder / f"image_0{2 if side == 'l' else 3}" / "data" / f"{int(frame):010d}.png"
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 3])
+    return root, image
+
+
+def test_unreadable_image_mid_run_is_named_and_the_state_is_kept(static_world, tmp_path):
+    root, image = _world_with_a_truncated_image(static_world, tmp_path)
+    args = _args(static_world, tmp_path / "run", steps=16)
+    args[args.index("--data_path") + 1] = str(root)
+    res = _run(args)
+    assert res.returncode == 1
+    message = res.stderr.strip().splitlines()
+    assert str(image) in res.stderr and "line 6 of" in res.stderr and "Traceback" not in res.stderr
+    assert len(message) <= 4, message
+    state = torch.load(tmp_path / "run" / "m" / "state" / "last.pt", weights_only=False)
+    assert state["step"] >= 0 and "optimizer" in state  # resumable from the last completed step
+    # --skip_bad_items: training goes on, and the logs count what was skipped
+    res = _run(args[:] + ["--skip_bad_items", "--model_name", "skip"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    steps = [json.loads(line) for line in (tmp_path / "run" / "skip" / "train_steps.jsonl").read_text().splitlines()]
+    assert len(steps) == 16 and steps[-1]["skipped_items"] >= 1
+    assert "-> skipped:" in res.stderr and str(image) in res.stderr
+
+
+def test_a_failed_write_keeps_the_previous_weights_and_state(static_world, tmp_path, monkeypatch):
+    t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, "--state_frequency", "1", steps=2)))
+    t.train()
+    models = tmp_path / "m" / "models"
+    state_dir = tmp_path / "m" / "state"
+    before = {p.name: p.read_bytes() for p in (models / "weights_0").iterdir()}
+    last = (state_dir / "last.pt").read_bytes()
+    import utils
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(utils, "atomic_write_bytes", full_disk)
+    import training.checkpoints as ck
+    monkeypatch.setattr(ck, "atomic_write_bytes", full_disk)
+    t.step += 1  # a new state and a new weight folder for the same epoch
+    with pytest.raises(OSError, match="No space"):
+        t.save_model()
+    with pytest.raises(OSError, match="No space"):
+        t.save_state()
+    assert {p.name: p.read_bytes() for p in (models / "weights_0").iterdir()} == before
+    assert (state_dir / "last.pt").read_bytes() == last
+    assert not [p for p in models.iterdir() if p.name.endswith(".tmp")]  # no half-written folder left
+    monkeypatch.undo()
+    resumed = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, "--resume", steps=2)))
+    assert resumed.step == 2
+
+
+# ------------------------------------------------------------------ help and time left
+class _Stop(Exception):
+    pass
+
+
+def _parser_of(call, monkeypatch):
+    """The (last) parser with a help option that `call` builds before parsing."""
+    seen = []
+
+    def capture(self, args=None, namespace=None):
+        if self.add_help:
+            seen.append(self)
+            raise _Stop
+        return original(self, args, namespace)
+    original = argparse.ArgumentParser.parse_known_args
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", capture)
+    with pytest.raises(_Stop):
+        call()
+    monkeypatch.undo()
+    return seen[-1]
+
+
+def test_every_script_has_its_own_options_each_with_help_and_default(monkeypatch):
+    import evaluate_depth
+    import evaluate_pose
+    import export_gt_depth
+    import precompute_depth_hints
+    import quickstart
+    import test_simple
+    from methods import METHODS, method_class
+    from options import build_parser
+    from synthetic_world import parse_args as world_args
+    parsers = {f"train --method {name}": build_parser(method_class(name)) for name in METHODS}
+    for name, call in (("evaluate_depth", lambda: evaluate_depth.parse_args([])),
+                       ("test_simple", lambda: test_simple.parse_args([])),
+                       ("evaluate_pose", lambda: evaluate_pose.parse_args([])),
+                       ("export_gt_depth", lambda: export_gt_depth.main([])),
+                       ("precompute_depth_hints", lambda: precompute_depth_hints.main([])),
+                       ("quickstart", lambda: quickstart.main([])),
+                       ("synthetic_world", lambda: world_args([]))):
+        parsers[name] = _parser_of(call, monkeypatch)
+    for name, parser in parsers.items():
+        assert parser.formatter_class is argparse.ArgumentDefaultsHelpFormatter, name  # defaults shown
+        for action in parser._actions:
+            if action.dest != "help":
+                assert action.help and len(action.help) > 8, (name, action.option_strings)
+    evaluate_help = parsers["evaluate_depth"].format_help()
+    assert "--learning_rate" not in evaluate_help and len(evaluate_help.splitlines()) < 90
+
+
+def test_time_left_counts_steps_and_validations(static_world, tmp_path):
+    t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, steps=0)))
+    t.num_total_steps, t.step, t.epoch = 16, 0, 0
+    t.step_times.extend([2.0])
+    assert t.time_left() == pytest.approx(2.0 * 15)  # at batch 0: the first step's time, not zero
+    t.val_seconds = 5.0
+    assert t.time_left() == pytest.approx(2.0 * 15 + 5.0 * 2)
+    t.step, t.epoch = 9, 1
+    t.step_times.extend([1.0] * 49)
+    assert t.time_left() == pytest.approx(np.mean([2.0] + [1.0] * 49) * 6 + 5.0)
