@@ -25,7 +25,7 @@ def _toy_args(world, log_dir, steps, *extra):
             "--png", "--height", "64", "--width", "192", "--weights_init", "scratch", "--batch_size", "2",
             "--num_epochs", "2", "--num_workers", "0", "--log_dir", str(log_dir), "--model_name", "toy",
             "--log_frequency", "1000", "--max_steps", str(steps), "--no_progress", "--no_cuda", "--deterministic",
-            "--toy_decoder_lr", "3e-4", *extra]
+            "--toy_decoder_lr", "3e-4", "--pose_model_type", "posecnn", "--keep_weights", "1", *extra]
 
 
 def _train(args):
