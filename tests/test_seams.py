@@ -6,6 +6,7 @@ evaluate_depth.py name no paper and no dataset."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -50,7 +51,8 @@ def toy_runs(static_world, tmp_path_factory):
     _train(_toy_args(static_world, tmp / "ref", 16))
     _train(_toy_args(static_world, tmp / "run", 11))
     _train(_toy_args(static_world, tmp / "run", 16, "--resume"))
-    return tmp
+    yield tmp
+    shutil.rmtree(tmp, ignore_errors=True)  # ~1.5 GB of weights and states: not kept to the session's end
 
 
 def test_outside_method_trains_with_its_option_and_two_learning_rates(toy_runs):

@@ -2,6 +2,7 @@
 evaluation from a weights folder; and (slow) that learning beats trivial predictors."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -29,7 +30,8 @@ def _opt(world, tmp_path, *extra):
 def trained(static_world, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
     trainer = Trainer(_opt(static_world, tmp)).train()
-    return trainer, os.path.join(tmp, "m", "models", "weights_0")
+    yield trainer, os.path.join(tmp, "m", "models", "weights_0")
+    shutil.rmtree(tmp, ignore_errors=True)  # not kept to the session's end
 
 
 def test_weight_folder_in_monodepth2_format_loads_strictly(trained):
