@@ -168,3 +168,38 @@ def get_smooth_loss(disp, img):
     grad_disp_y = grad_disp_y * torch.exp(-grad_img_y)
     return grad_disp_x.mean() + grad_disp_y.mean()
 
+
+
+def multiview_consistency(depth, depth_src, T, K, inv_K):
+    """Geometric check of a depth map against the depth of another view (SRD's filter).
+
+    depth: B x 1 x H x W of the target view; depth_src: B x 1 x H x W of the source view;
+    T: B x 4 x 4 target -> source; K, inv_K: B x 4 x 4 at this size. Each target pixel p is
+    back-projected with its depth, projected into the source (p'), the source depth is
+    sampled there bilinearly (pixel centres at integers, 0 outside, as cv2.remap), and that
+    point is brought back into the target camera.
+
+    Returns (rel = |z_back - depth| / depth, in_view: p' inside the source image and in
+    front of its camera), both B x 1 x H x W."""
+    B, _, H, W = depth.shape
+    dtype, device = depth.dtype, depth.device
+    ys, xs = torch.meshgrid(torch.arange(H, device=device, dtype=dtype),
+                            torch.arange(W, device=device, dtype=dtype), indexing="ij")
+    pix = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(H * W, device=device, dtype=dtype)])  # 3 x N
+    cam = depth.reshape(B, 1, -1) * (inv_K[:, :3, :3] @ pix)
+    P = K @ T
+    pts = P[:, :3, :3] @ cam + P[:, :3, 3:]
+    z = pts[:, 2:3]
+    z_safe = torch.where(z.abs() < PROJECTION_EPS, torch.full_like(z, PROJECTION_EPS), z)
+    xy = pts[:, :2] / z_safe  # B x 2 x N, source pixels
+    in_view = (z > PROJECTION_EPS) & (xy[:, 0:1] >= 0) & (xy[:, 0:1] <= W - 1) & \
+        (xy[:, 1:2] >= 0) & (xy[:, 1:2] <= H - 1)
+    grid = torch.stack([xy[:, 0] / (W - 1) * 2 - 1, xy[:, 1] / (H - 1) * 2 - 1], -1).reshape(B, H, W, 2)
+    d_src = F.grid_sample(depth_src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    pix_src = torch.cat([xy, torch.ones_like(z)], 1)
+    cam_src = d_src.reshape(B, 1, -1) * (inv_K[:, :3, :3] @ pix_src)
+    R, t = T[:, :3, :3], T[:, :3, 3:]
+    back = R.transpose(1, 2) @ (cam_src - t)  # T^-1 applied to the source point
+    z_back = back[:, 2:3].reshape(B, 1, H, W)
+    rel = (z_back - depth).abs() / depth
+    return rel, in_view.reshape(B, 1, H, W)

@@ -342,6 +342,8 @@ class Trainer:
             if self.is_main:
                 record = {"step": self.step, "epoch": self.epoch, "loss": loss.item(),
                           "lr": self.optimizer.param_groups[0]["lr"]}
+                if len(terms) > 1:
+                    record["terms"] = {k: float(v.detach()) for k, v in terms.items()}
                 if opt.skip_bad_items:
                     record["skipped_items"] = self.skipped_items
                 self.logger.append_jsonl("train_steps.jsonl", record)

@@ -1,10 +1,12 @@
 """Training throughput: examples/s, data-wait fraction and peak memory, as a table.
 
     python benchmarks/train_throughput.py [--data_path synthetic_data] [--steps 20] [--device cpu|cuda]
+        [--methods monodepth2 srd] [--paths fast ceiling]
 
 Runs the real Trainer's step (loader -> method -> losses -> backward -> Adam) for a few
 configurations on the synthetic world (generated into a temporary folder if no
---data_path is given) and prints one row per configuration. Timings exclude warm-up.
+--data_path is given) and prints one row per configuration. Timings exclude warm-up. Each
+method runs in its steady state: after one epoch end (SRD: with its teacher).
 """
 import argparse
 import multiprocessing
@@ -66,6 +68,7 @@ def run(data_path, height, width, batch, steps, warmup, device, workers, extra, 
     if device == "cpu":
         argv.append("--no_cuda")
     trainer = Trainer(MonodepthOptions().parse(argv))
+    trainer.method.on_epoch_end(0)  # the state of epochs >= 1 (SRD's teacher exists from then on)
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     wait = compute = 0.0
@@ -115,6 +118,7 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--configs", nargs="+", help="subset of configuration names (substring match)")
+    p.add_argument("--methods", nargs="+", default=["monodepth2"], help="methods to compare (--method names)")
     p.add_argument("--paths", nargs="+", default=["default", "fast", "device_decode", "ceiling"],
                    choices=["default", "fast", "device_decode", "ceiling"],
                    help="input paths to compare: monodepth2's loader, --fast_loader with a cache, "
@@ -130,20 +134,20 @@ def main():
     for name, h, w, b in CONFIGS:
         if args.configs and not any(c in name for c in args.configs):
             continue
-        for path in args.paths:
-            flags = extra + {"default": [], "device_decode": ["--fast_loader", "--decode_on_device"]}.get(
+        for method, path in [(m, p) for m in args.methods for p in args.paths]:
+            flags = extra + ["--method", method] + {"default": [], "device_decode": ["--fast_loader", "--decode_on_device"]}.get(
                 path, ["--fast_loader", "--cache_dir", cache])
             if "--cache_dir" in flags:  # fill the cache first: the table reports the steady state
                 fill_cache(data_path, h, w, flags)
             # a fresh process per row: peak RSS (ru_maxrss) is per process, never reset
             ex_s, wait, mem, dev = run_in_child(data_path, h, w, b, args.steps, args.warmup, args.device,
                                                 args.num_workers, flags, path == "ceiling")
-            rows.append((name, path, dev, ex_s, 100 * wait, mem))
+            rows.append((name, method, path, dev, ex_s, 100 * wait, mem))
     mem_label = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB (main process)"
-    print(f"\n| configuration | input path | device | examples/s | data wait % | {mem_label} |")
-    print("|---|---|---|---|---|---|")
-    for name, path, dev, ex_s, wait, mem in rows:
-        print(f"| {name} | {path} | {dev} | {ex_s:.2f} | {wait:.1f} | {mem:.0f} |")
+    print(f"\n| configuration | method | input path | device | examples/s | data wait % | {mem_label} |")
+    print("|---|---|---|---|---|---|---|")
+    for name, method, path, dev, ex_s, wait, mem in rows:
+        print(f"| {name} | {method} | {path} | {dev} | {ex_s:.2f} | {wait:.1f} | {mem:.0f} |")
 
 
 if __name__ == "__main__":

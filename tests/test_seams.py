@@ -16,6 +16,7 @@ import torch
 import networks
 from methods import METHODS, load_for_inference, method_class
 from options import MonodepthOptions
+from tests.helpers.cli import evaluate_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = "tests.helpers.toy_method"
@@ -85,16 +86,9 @@ def test_outside_method_resumes_exactly_with_its_own_state(toy_runs):
 
 def test_outside_method_is_evaluated_and_predicts_from_its_folder_alone(toy_runs, static_world, tmp_path):
     folder = str(toy_runs / "ref" / "toy" / "models" / "weights_1")
-    split = os.path.join(static_world.out, "splits", "synthetic")
-    from export_gt_depth import export_gt_depths
-    export_gt_depths(static_world.out, split, "velodyne", "exact", progress=False)
-    out_json = tmp_path / "m.json"
-    res = subprocess.run([sys.executable, "evaluate_depth.py", "--load_weights_folder", folder, "--eval_mono",
-                          "--eval_split", split, "--data_path", static_world.out, "--png", "--num_workers", "0",
-                          "--output_json", str(out_json)], cwd=ROOT, capture_output=True, text=True)
+    res, metrics = evaluate_folder(folder, static_world, tmp_path / "m.json")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "ToyMethod" in res.stdout
-    metrics = json.loads(out_json.read_text())
     assert metrics["num_images"] == 4 and 0 < metrics["abs_rel"] < 2
     # the same numbers as the method built in this process from the folder
     method = load_for_inference(folder)

@@ -1,0 +1,20 @@
+"""The scripts as a user runs them, for tests: evaluate_depth.py on the synthetic world."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def evaluate_folder(folder, world, out_json, *extra):
+    """evaluate_depth.py --eval_mono on the world's synthetic split (its GT exported first).
+    Returns (the finished process, the metrics of --output_json or None)."""
+    from export_gt_depth import export_gt_depths
+    split = os.path.join(world.out, "splits", "synthetic")
+    export_gt_depths(world.out, split, "velodyne", "exact", progress=False)
+    res = subprocess.run([sys.executable, "evaluate_depth.py", "--load_weights_folder", str(folder), "--eval_mono",
+                          "--eval_split", split, "--data_path", world.out, "--png", "--num_workers", "0",
+                          "--output_json", str(out_json), *extra], cwd=ROOT, capture_output=True, text=True)
+    metrics = json.loads(open(out_json).read()) if res.returncode == 0 else None
+    return res, metrics
