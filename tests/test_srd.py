@@ -398,7 +398,12 @@ def test_training_groups_schedule_and_distillation_from_epoch_one(srd_run):
         assert has == (s >= per_epoch), s
         if has:
             assert 0 < rec["terms"]["distillation"] < rec["loss"]
+    # the teacher is the student at the end of the last epoch (the run ended there)
     assert trainer.method.teacher_epoch == 2
+    teacher = trainer.method.teacher.state_dict()
+    for name in ("encoder", "depth"):
+        student = trainer.method.models[name].state_dict()
+        assert all(torch.equal(student[k], teacher[f"{name}.{k}"]) for k in student)
     weights = os.listdir(log_dir / "m" / "models" / "weights_2")
     assert sorted(weights) == ["adam.pth", "depth.pth", "encoder.pth", "opt.json", "pose.pth"]
 
