@@ -203,3 +203,23 @@ def multiview_consistency(depth, depth_src, T, K, inv_K):
     z_back = back[:, 2:3].reshape(B, 1, H, W)
     rel = (z_back - depth).abs() / depth
     return rel, in_view.reshape(B, 1, H, W)
+
+
+def zoom_camera(K, crop):
+    """The virtual camera of a zoomed crop (BDEdepth's resizing-cropping), exact for any
+    principal point and per-sample K (ours; the reference assumes cx = W/2 and one focal
+    length for the batch).
+
+    K: B x 4 x 4 intrinsics in pixels of the network size; crop: B x 3 (r, ox, oy), the zoom
+    and the window's top-left edge in those pixels (datasets.augment.LocalCrop). Returns Rc
+    (B x 4 x 4) such that projecting Rc P with the same K gives P's pixel in the crop and
+    Rc P's depth is Z / r: the crop is what a camera with intrinsics K sees of a world shrunk
+    by r. Poses map as Rc T Rc^-1."""
+    ratio, ox, oy = crop[:, 0], crop[:, 1], crop[:, 2]
+    fx, fy, cx, cy = K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]
+    Rc = torch.eye(4, dtype=K.dtype, device=K.device).repeat(K.shape[0], 1, 1)
+    # a crop pixel u' (centre) sees original x = ox + (u' + 0.5) / r - 0.5
+    Rc[:, 0, 2] = (cx - ox + 0.5 - (cx + 0.5) / ratio) / fx
+    Rc[:, 1, 2] = (cy - oy + 0.5 - (cy + 0.5) / ratio) / fy
+    Rc[:, 2, 2] = 1 / ratio
+    return Rc

@@ -43,3 +43,10 @@ def smoothness_loss(disp, color):
     """Edge-aware smoothness of the mean-normalised disparity."""
     mean_disp = disp.mean(2, True).mean(3, True)
     return get_smooth_loss(disp / (mean_disp + 1e-7), color)
+
+
+def scale_invariant_log(a, b, variance_focus=0.5, eps=1e-8):
+    """SI-log of two positive B x 1 x H x W maps: per image, d = log(a + eps) - log(b + eps),
+    mean(d^2) - variance_focus * mean(d)^2; averaged over the batch. Symmetric in a and b."""
+    d = (torch.log(a + eps) - torch.log(b + eps)).flatten(1)
+    return ((d ** 2).mean(1) - variance_focus * d.mean(1) ** 2).mean()

@@ -164,7 +164,8 @@ class Trainer:
         dataset = DATASETS[opt.dataset](opt.data_path, names, opt.height, opt.width, opt.frame_ids, len(opt.scales),
                                         is_train=is_train, img_ext=".png" if opt.png else ".jpg",
                                         split_file=split_file, input_path=path, cache_dir=opt.cache_dir,
-                                        targets=method_class(opt.method).item_targets(opt), seed=opt.seed)
+                                        targets=method_class(opt.method).item_targets(opt), seed=opt.seed,
+                                        augmentations=method_class(opt.method).item_augmentations(opt))
         dataset.skip_bad_items = opt.skip_bad_items
         return dataset
 

@@ -11,11 +11,18 @@ An augmentation has three parts, so that one definition serves both input paths:
 
 `stage` says where it runs: "geometric" augmentations run before the scale pyramid,
 "photometric" ones after it (they make ("color_aug", f, s) and leave ("color", f, s) as
-they are, which the losses use). Which augmentations apply to an item is drawn first, in
+they are, which the losses use). "view" augmentations add a second view of the item
+(e.g. ("color_local", f, 0)) beside the original, after the geometric ones and before the
+photometric ones, which then also make its "_aug" copy with the same draw: they give
+`view_key`, `make_view_host(native, levels, params)` (default path: PIL frames at native
+size and the pyramid's PIL levels -> {key: PIL at the network size}) and
+`make_view_batch(batch, params)` (fast path: from the device's ("color", f, 0)). Which augmentations apply to an item is drawn first, in
 list order, then the parameters of those that apply, in list order; the draws come from
 the item's own random stream (seed, epoch, index).
 """
+import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
@@ -51,6 +58,12 @@ class ItemAugmentation:
 
     def apply_batch(self, batch, params, image_keys):
         raise NotImplementedError
+
+
+def augmented_key(key):
+    """The key of the augmented network input of an image: ("color", f, s) -> ("color_aug",
+    f, s), ("color_local", f, 0) -> ("color_local_aug", f, 0)."""
+    return (key[0] + "_aug",) + tuple(key[1:])
 
 
 def sample_augmentations(augmentations, rng):
@@ -134,9 +147,135 @@ class ColorJitter(ItemAugmentation):
             return
         for key in image_keys:
             x = batch[key]
-            batch[("color_aug",) + key[1:]] = torch.stack([
+            batch[augmented_key(key)] = torch.stack([
                 apply_color_jitter(x[i], self.unpack(params[i, 1:].tolist())) if on[i] else x[i]
                 for i in range(x.shape[0])])
+
+
+class ViewAugmentation(ItemAugmentation):
+    """An augmentation that adds a view (always on: every item carries it, so batches collate)."""
+    stage = "view"
+    view_key = None
+
+    def __init__(self, height, width):
+        super().__init__(1.0)
+        self.height, self.width = height, width
+
+    def switch(self, rng):
+        return True
+
+    def make_view_host(self, native, levels, params):
+        raise NotImplementedError
+
+    def make_view_batch(self, batch, params):
+        raise NotImplementedError
+
+
+def local_crop_window(ratio, u, v, height, width):
+    """The zoom window of a resize-crop draw in network pixels: (ox, oy, width / ratio,
+    height / ratio), the left/top edge of the window in pixel-edge coordinates."""
+    return (width - width / ratio) * u, (height - height / ratio) * v, width / ratio, height / ratio
+
+
+def local_grid(crop, height, width):
+    """crop: B x 3 (ratio, ox, oy) -> B x H x W x 2 grid_sample coordinates (align_corners=
+    False, channel 0 = x) of every local-view pixel centre in the original view."""
+    ratio, ox, oy = crop[:, 0, None], crop[:, 1, None], crop[:, 2, None]
+    u = torch.arange(width, dtype=crop.dtype, device=crop.device)[None] + 0.5
+    v = torch.arange(height, dtype=crop.dtype, device=crop.device)[None] + 0.5
+    gx = 2 * (ox + u / ratio) / width - 1  # B x W
+    gy = 2 * (oy + v / ratio) / height - 1  # B x H
+    return torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)
+
+
+class LocalCrop(ViewAugmentation):
+    """BDEdepth's resizing-cropping: every frame of the item zoomed by r ~ U(1.2, 2.0) and
+    cropped back to the network size at one random window shared by all frames. Ours: the
+    window is cut from the native frame with one exact zoom r on both axes (PIL resize with a
+    box) instead of resizing to (int(W r), int(H r)) and cropping at whole pixels, so that
+    the virtual camera (methods/bdedepth.py) and the consistency term use the same exact
+    window. Meta: "crop_local" = (r, ox, oy) in network pixels, "ratio_local" = (r,)."""
+    name = "local_crop"
+    view_key = "color_local"
+    num_params = 3
+
+    def __init__(self, height, width, ratio_range=(1.2, 2.0)):
+        super().__init__(height, width)
+        self.ratio_range = tuple(ratio_range)
+
+    def sample(self, rng):
+        return [rng.uniform(*self.ratio_range), rng.random(), rng.random()]
+
+    def apply_meta(self, item, params):
+        ratio, u, v = params
+        ox, oy, _, _ = local_crop_window(ratio, u, v, self.height, self.width)
+        item["crop_local"] = np.array([ratio, ox, oy], np.float32)
+        item["ratio_local"] = np.array([ratio], np.float32)
+
+    def make_view_host(self, native, levels, params):
+        ox, oy, w, h = local_crop_window(*params, self.height, self.width)
+        out = {}
+        for (_, f, _), image in native.items():
+            sx, sy = image.width / self.width, image.height / self.height
+            box = (ox * sx, oy * sy, (ox + w) * sx, (oy + h) * sy)
+            out[(self.view_key, f, 0)] = image.resize((self.width, self.height), Image.LANCZOS, box=box)
+        return out
+
+    def make_view_batch(self, batch, params):
+        # the fast path only has the frames at the network size: a bilinear zoom of those
+        grid = local_grid(batch["crop_local"].float(), self.height, self.width)
+        out = {}
+        for key in [k for k in batch if isinstance(k, tuple) and k[0] == "color" and k[2] == 0]:
+            x = batch[key]
+            out[(self.view_key, key[1], 0)] = F.grid_sample(x, grid.to(x.device, x.dtype), mode="bilinear",
+                                                            padding_mode="border", align_corners=False)
+        return out
+
+
+def reshuffle_split(rho_x, rho_y, height, width):
+    """(w_i, h_i) columns and rows moved to the end by a split-permute draw."""
+    return int(width * rho_x), int(height * rho_y)
+
+
+class PatchReshuffle(ViewAugmentation):
+    """BDEdepth's splitting-permuting of frame 0 (scale 0, before colour jitter): the
+    columns [0, w_i) move to the right end, then the rows [0, h_i) to the bottom, i.e.
+    roll(image, (-h_i, -w_i)), with w_i = int(W rho_x), h_i = int(H rho_y), rho ~ U(0.1, 0.9).
+    Meta: "split_xy" = (W - w_i, H - h_i), where the original's first column and row now are."""
+    name = "patch_reshuffle"
+    view_key = "color_reshuffle"
+    num_params = 2
+
+    def __init__(self, height, width, rho_range=(0.1, 0.9)):
+        super().__init__(height, width)
+        self.rho_range = tuple(rho_range)
+
+    def sample(self, rng):
+        return [rng.uniform(*self.rho_range), rng.uniform(*self.rho_range)]
+
+    def apply_meta(self, item, params):
+        w, h = reshuffle_split(*params, self.height, self.width)
+        item["split_xy"] = np.array([self.width - w, self.height - h], np.int64)
+
+    def make_view_host(self, native, levels, params):
+        w, h = reshuffle_split(*params, self.height, self.width)
+        image = np.asarray(levels[("color", 0, 0)])
+        return {(self.view_key, 0, 0): Image.fromarray(np.roll(image, (-h, -w), axis=(0, 1)))}
+
+    def make_view_batch(self, batch, params):
+        x, split = batch[("color", 0, 0)], batch["split_xy"]
+        height, width = x.shape[-2:]
+        rolled = [torch.roll(x[i], [int(split[i, 1]) - height, int(split[i, 0]) - width], [1, 2])
+                  for i in range(x.shape[0])]
+        return {(self.view_key, 0, 0): torch.stack(rolled)}
+
+
+def unpermute(x, split_xy):
+    """Undo PatchReshuffle on B x C x H x W maps at the network size: rows cat(x[sy:],
+    x[:sy]), then columns cat(x[:, sx:], x[:, :sx]). Exact (integer rolls)."""
+    height, width = x.shape[-2:]
+    return torch.stack([torch.roll(x[i], [height - int(split_xy[i, 1]), width - int(split_xy[i, 0])], [1, 2])
+                        for i in range(x.shape[0])])
 
 
 def default_augmentations():

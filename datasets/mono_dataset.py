@@ -26,7 +26,7 @@ import torch.utils.data as data
 from PIL import Image
 from torchvision import transforms
 
-from .augment import default_augmentations, sample_augmentations
+from .augment import augmented_key, default_augmentations, sample_augmentations
 from .fast_loader import decode_batch, device_pyramid, load_resized_image
 
 STEREO_BASELINE = 0.1  # training units; KITTI's 0.54 m baseline, hence x5.4 to metres
@@ -259,7 +259,8 @@ class MonoDataset(data.Dataset):
             for aug, p in active:
                 if aug.stage == "geometric":
                     images, targets = aug.apply_host(images, targets, p)
-            item.update(self.pyramid(images, [(aug, p) for aug, p in active if aug.stage == "photometric"]))
+            item.update(self.pyramid(images, [(aug, p) for aug, p in active if aug.stage == "photometric"],
+                                     [(aug, p) for aug, p in active if aug.stage == "view"]))
         item.update(self.finish_targets(targets))
         return item
 
@@ -271,8 +272,8 @@ class MonoDataset(data.Dataset):
         for aug, p in active:
             aug.apply_meta(item, p)
         out = self.intrinsics_pyramid(item.pop("K"))
-        if "stereo_T" in item:
-            out["stereo_T"] = torch.from_numpy(item["stereo_T"])
+        for key, value in item.items():  # stereo_T, and what augmentations add (crop windows, ...)
+            out[key] = torch.from_numpy(value)
         return out
 
     def load_targets(self, folder, frame_index, side):
@@ -289,22 +290,25 @@ class MonoDataset(data.Dataset):
             out.update(t.derived(value))
         return out
 
-    def pyramid(self, images, photometric):
+    def pyramid(self, images, photometric, views=()):
         """Native PIL frames -> ("color", f, s) and ("color_aug", f, s) tensors: a Lanczos
-        chain native -> s0 -> s1 -> ..., then the photometric augmentations of the input."""
+        chain native -> s0 -> s1 -> ..., the views of view augmentations, then the
+        photometric augmentations of the input (views included, with the same draw)."""
         levels = {}
         for (_, f, _), native in images.items():
             previous = native
             for s in range(self.num_scales):
                 previous = self.resize[s](previous)
                 levels[("color", f, s)] = previous
+        for aug, p in views:
+            levels.update(aug.make_view_host(images, levels, p))
         augmented = levels
         for aug, p in photometric:
             augmented, _ = aug.apply_host(augmented, {}, p)
         out = {}
         for key, image in levels.items():
             out[key] = self.to_tensor(image)
-            out[("color_aug",) + key[1:]] = self.to_tensor(augmented[key])
+            out[augmented_key(key)] = self.to_tensor(augmented[key])
         return out
 
     def finish_batch(self, batch, device):
@@ -321,9 +325,13 @@ class MonoDataset(data.Dataset):
                 aug.apply_batch(images, params[aug.name], list(images))
                 aug.apply_batch(batch, params[aug.name], [k for k in self.image_target_keys() if k in batch])
         batch.update(device_pyramid(images, self.num_scales))
-        color_keys = [k for k in batch if isinstance(k, tuple) and k[0] == "color"]
+        views = [aug for aug in self.augmentations if aug.stage == "view"]
+        for aug in views:
+            batch.update(aug.make_view_batch(batch, params[aug.name]))
+        image_names = {"color"} | {aug.view_key for aug in views}
+        color_keys = [k for k in batch if isinstance(k, tuple) and k[0] in image_names]
         for key in color_keys:
-            batch[("color_aug",) + key[1:]] = batch[key]
+            batch[augmented_key(key)] = batch[key]
         for aug in self.augmentations:
             if aug.stage == "photometric":
                 aug.apply_batch(batch, params[aug.name], color_keys)

@@ -7,7 +7,7 @@ A method (one file in methods/, registered with `@register_method("name")`):
   names (encoder -> encoder.pth), and says which of them inference needs
   (`inference_models`) and which frames `predict` reads (`inference_frames`);
 - declares extra per-item targets the datasets must load (`item_targets`, e.g. Depth
-  Hints' precomputed hints);
+  Hints' precomputed hints) and the training items' augmentations (`item_augmentations`);
 - gives its parameter groups, each with its own learning rate (`param_groups`);
 - turns a batch into outputs (`forward`) and returns its loss as named terms
   (`compute_losses`), which the Trainer sums and logs by name;
@@ -56,6 +56,12 @@ class Method(nn.Module):
         """Extra image-aligned targets each item must carry (datasets.mono_dataset.ItemTarget);
         a class method, so that the data is checked before any network is built."""
         return []
+
+    @classmethod
+    def item_augmentations(cls, opt):
+        """The training items' augmentations (datasets.augment), or None for monodepth2's
+        colour jitter and flip."""
+        return None
 
     # --- training
     def parameters_to_train(self):

@@ -1,0 +1,337 @@
+"""BDEdepth: splitting-permuting and resizing-cropping as item augmentations on both input
+paths, the virtual camera, SI-log, the loss composition (the spec's checks C11-C17), and
+training with both augmentations."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from datasets import KITTIRAWDataset
+from datasets import kitti_utils
+from datasets import synthetic_world as sw
+from datasets.augment import (LocalCrop, PatchReshuffle, default_augmentations, local_crop_window, local_grid,
+                              reshuffle_split, unpermute)
+from layers import BackprojectDepth, Project3D, warp, zoom_camera
+from losses import ReprojectionLoss, scale_invariant_log
+from methods import build_method
+from options import MonodepthOptions
+from tests.helpers.batch import fake_batch
+from trainer import Trainer
+
+H, W = 96, 320
+FOLDER = f"{sw.DATE}/{sw.DATE}_drive_0001_sync"
+
+
+def _roll(x, rho_x, rho_y):
+    """PatchReshuffle's definition on a C x H x W tensor."""
+    h, w = x.shape[-2:]
+    wi, hi = reshuffle_split(rho_x, rho_y, h, w)
+    return torch.roll(x, [-hi, -wi], [1, 2]), torch.tensor([[w - wi, h - hi]])
+
+
+# ----------------------------------------------------------------------------- split-permute (C11, C12)
+@pytest.mark.parametrize("size", [(96, 320), (97, 321), (5, 7)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_unpermute_restores_exactly(size, channels):
+    """C11: reshuffle then un-permute is the identity for any rho, odd or even sizes, 1 or 3 channels."""
+    x = torch.rand(channels, *size)
+    for rho_x in np.linspace(0.1, 0.9, 9):
+        for rho_y in (0.1, 0.37, 0.5, 0.9):
+            rolled, split = _roll(x, rho_x, rho_y)
+            assert torch.equal(unpermute(rolled[None], split)[0], x)
+    rolled, split = _roll(x, 0.3, 0.3)
+    assert not torch.equal(rolled, x)
+
+
+def test_reshuffle_definition_and_sources_untouched(static_world):
+    """C12: the view is roll(-h_i, -w_i) of frame 0 at scale 0 (before jitter), split_xy =
+    (W - w_i, H - h_i); every other image of the item is what the default augmentations give."""
+    split = [f"{FOLDER} {i} l" for i in (2, 3, 4, 5)]
+    reshuffle = PatchReshuffle(H, W)
+    plain = KITTIRAWDataset(static_world.out, split, H, W, [0, -1, 1], 2, is_train=True, img_ext=".png", seed=5)
+    aug = KITTIRAWDataset(static_world.out, split, H, W, [0, -1, 1], 2, is_train=True, img_ext=".png", seed=5,
+                          augmentations=default_augmentations() + [reshuffle])
+    for index in range(len(split)):
+        a, b = plain[(index, 1)], aug[(index, 1)]
+        for key, value in a.items():
+            assert torch.equal(value, b[key]), key
+        sx, sy = b["split_xy"].tolist()
+        w_i, h_i = W - sx, H - sy
+        assert 0.1 * W - 1 <= w_i <= 0.9 * W and 0.1 * H - 1 <= h_i <= 0.9 * H
+        x, view = b[("color", 0, 0)], b[("color_reshuffle", 0, 0)]
+        assert torch.equal(view, torch.roll(x, [-h_i, -w_i], [1, 2]))
+        assert torch.equal(view[:, :, W - w_i:][:, H - h_i:], x[:, :h_i, :w_i])  # top-left block moved
+        assert torch.equal(unpermute(view[None], b["split_xy"][None])[0], x)
+        if not torch.equal(b[("color_aug", 0, 0)], x):  # jittered: the view has the same jitter
+            assert torch.allclose(unpermute(b[("color_reshuffle_aug", 0, 0)][None], b["split_xy"][None])[0],
+                                  b[("color_aug", 0, 0)], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- resize-crop (C13, C14)
+def test_local_grid_metadata():
+    """C13: ratio in [1.2, 2], grid 2 x H x W strictly increasing and inside [-1, 1]."""
+    crop_aug = LocalCrop(H, W)
+    import random
+    rng = random.Random(0)
+    for _ in range(50):
+        params = crop_aug.sample(rng)
+        item = {}
+        crop_aug.apply_meta(item, params)
+        ratio, ox, oy = item["crop_local"]
+        assert 1.2 <= ratio <= 2.0 and item["ratio_local"][0] == ratio
+        grid = local_grid(torch.from_numpy(item["crop_local"])[None].double(), H, W)[0]
+        assert grid.shape == (H, W, 2)
+        assert (grid[:, 1:, 0] > grid[:, :-1, 0]).all() and (grid[1:, :, 1] > grid[:-1, :, 1]).all()
+        assert grid.min() > -1 and grid.max() < 1
+        # the grid spans W / r original pixels: its step is 2 / (W r)
+        assert abs(float(grid[0, 1, 0] - grid[0, 0, 0]) - 2 / (W * ratio)) < 1e-6
+
+
+def test_local_view_is_one_window_of_every_frame(static_world):
+    """C13: every frame's zoomed view (cut from its native image) is the same window of that
+    frame: it matches a bilinear sample of the frame's network-size image at the grid
+    (within resampling differences), and a window moved by 4 pixels does not."""
+    aug = LocalCrop(H, W)
+    ds = KITTIRAWDataset(static_world.out, [f"{FOLDER} 4 l"], H, W, [0, -1, 1], 1, is_train=True,
+                         img_ext=".png", seed=2, augmentations=[aug])
+    item = ds[(0, 0)]
+    crop = item["crop_local"][None]
+    grid = local_grid(crop, H, W)
+    moved = crop.clone()
+    moved[0, 1] += 4
+    for f in (0, -1, 1):
+        view = item[("color_local", f, 0)]
+        near = F.grid_sample(item[("color", f, 0)][None], grid, align_corners=False, padding_mode="border")[0]
+        far = F.grid_sample(item[("color", f, 0)][None], local_grid(moved, H, W), align_corners=False,
+                            padding_mode="border")[0]
+        err, err_moved = (view - near).abs().mean(), (view - far).abs().mean()
+        print(f"frame {f}: |view - sampled| {err:.4f}, moved window {err_moved:.4f}")
+        assert err < 0.03 and err_moved > 2 * err
+
+
+def test_zoom_camera_gives_the_crop_pixel():
+    """C14: projecting Rc P with K gives P's pixel in the zoomed crop within 1e-3 px, and
+    Rc P's depth is Z / r; also with a principal point away from the centre and per-sample K."""
+    torch.manual_seed(0)
+    B = 3
+    K = torch.eye(4, dtype=torch.float64).repeat(B, 1, 1)
+    K[:, 0, 0] = torch.tensor([185.6, 300.0, 150.0])
+    K[:, 1, 1] = torch.tensor([184.3, 280.0, 160.0])
+    K[:, 0, 2] = torch.tensor([160.0, 120.3, 200.9])  # centred, then off-centre
+    K[:, 1, 2] = torch.tensor([48.0, 30.2, 70.1])
+    ratio = torch.tensor([1.2, 1.7, 2.0], dtype=torch.float64)
+    ox, oy = (W - W / ratio) * torch.tensor([0.0, 0.3, 1.0]), (H - H / ratio) * torch.tensor([0.5, 1.0, 0.2])
+    crop = torch.stack([ratio, ox, oy], 1)
+    P = torch.cat([torch.rand(B, 2, 100) * 20 - 10, torch.rand(B, 1, 100) * 60 + 1, torch.ones(B, 1, 100)],
+                  1).double()
+    pix = K[:, :3] @ P
+    x, y = pix[:, 0] / pix[:, 2], pix[:, 1] / pix[:, 2]
+    # a crop pixel u' (centre) sees x = ox + (u' + 0.5) / r - 0.5
+    u = (x - ox[:, None] + 0.5) * ratio[:, None] - 0.5
+    v = (y - oy[:, None] + 0.5) * ratio[:, None] - 0.5
+    Pv = zoom_camera(K, crop) @ P
+    pix_v = K[:, :3] @ Pv
+    assert (pix_v[:, 0] / pix_v[:, 2] - u).abs().max() < 1e-3
+    assert (pix_v[:, 1] / pix_v[:, 2] - v).abs().max() < 1e-3
+    assert torch.allclose(Pv[:, 2], P[:, 2] / ratio[:, None])
+    # and the local grid agrees with the same window
+    grid = local_grid(crop, H, W)
+    assert abs(float((grid[1, 0, 7, 0] + 1) * W / 2 - 0.5) - float(ox[1] + 7.5 / ratio[1] - 0.5)) < 1e-9
+
+
+def _true_pose(world, frame, source):
+    T_w_cam = kitti_utils.camera_poses_from_oxts(os.path.join(world.out, FOLDER), os.path.join(world.out, sw.DATE),
+                                                 [frame, source])
+    return np.linalg.inv(T_w_cam[1]) @ T_w_cam[0]
+
+
+def test_local_warp_with_true_depth_reproduces_the_local_target(static_world):
+    """C15: in the synthetic world, warping the zoomed sources with depth Z / r (the true depth
+    at the crop's pixels) and Rc T Rc^-1 reproduces the zoomed target; T itself does not."""
+    frame = 5
+    ds = KITTIRAWDataset(static_world.out, [f"{FOLDER} {frame} l"], H, W, [0, -1, 1], 1, is_train=True,
+                         img_ext=".png", seed=4, augmentations=[LocalCrop(H, W)])
+    item = ds[(0, 0)]
+    crop = item["crop_local"][None]
+    dense = np.load(os.path.join(static_world.out, FOLDER, "depth_dense", "image_02", "data", f"{frame:010d}.npy"))
+    dense = torch.from_numpy(np.where(dense == 0, 1e4, dense)).float()[None, None]
+    depth = F.grid_sample(dense, local_grid(crop, H, W), mode="nearest", align_corners=False) / crop[0, 0]
+    K, inv_K = item[("K", 0)][None], item[("inv_K", 0)][None]
+    Rc = zoom_camera(K, crop)
+    pe = ReprojectionLoss()
+    target = item[("color_local", 0, 0)][None]
+    inner = torch.zeros(1, 1, H, W, dtype=torch.bool)
+    inner[..., 6:-6, 12:-12] = True
+    for f in (-1, 1):
+        T = torch.from_numpy(_true_pose(static_world, frame, frame + f)).float()[None]
+        source = item[("color_local", f, 0)][None]
+        errors = {}
+        for name, T_used in (("virtual", Rc @ T @ torch.linalg.inv(Rc)), ("original", T)):
+            grid = Project3D(1, H, W)(BackprojectDepth(1, H, W)(depth, inv_K), K, T_used)
+            errors[name] = pe(warp(source, grid), target)[inner]
+        identity = pe(source, target)[inner]
+        print(f"frame {f}: median error virtual camera {errors['virtual'].median():.4f}, original pose "
+              f"{errors['original'].median():.4f}, identity {identity.median():.4f}")
+        assert errors["virtual"].median() < 0.03
+        assert errors["virtual"].mean() < 0.5 * identity.mean()
+        assert errors["virtual"].mean() < 0.7 * errors["original"].mean()
+
+
+# ----------------------------------------------------------------------------- SI-log (C16)
+def test_scale_invariant_log_values():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 8, 9) * 10 + 0.5
+    assert float(scale_invariant_log(x, x)) == 0.0
+    for c in (0.1, 0.7, -1.3):
+        assert abs(float(scale_invariant_log(x * np.exp(c), x)) - 0.5 * c ** 2) < 1e-5
+    noisy = x * torch.exp(0.2 * torch.randn_like(x))
+    assert float(scale_invariant_log(noisy, x)) > 0.01
+
+
+def _opt(*extra, height=H, width=W):
+    return MonodepthOptions().parse(["--method", "bdedepth", "--height", str(height), "--width", str(width),
+                                     "--batch_size", "2", "--weights_init", "scratch", "--scales", "0", *extra])
+
+
+def _views_batch(opt, b=2, seed=0):
+    """A random batch with both views (as the datasets make them)."""
+    torch.manual_seed(seed)
+    inputs = fake_batch(opt, b)
+    inputs["crop_local"] = torch.tensor([[1.5, 30.0, 10.0], [1.9, 100.0, 40.0]])[:b]
+    inputs["ratio_local"] = inputs["crop_local"][:, :1]
+    inputs["split_xy"] = torch.tensor([[200, 50], [41, 17]])[:b]
+    for f in opt.frame_ids:
+        inputs[("color_local", f, 0)] = inputs[("color_local_aug", f, 0)] = torch.rand(b, 3, opt.height, opt.width)
+    inputs[("color_reshuffle", 0, 0)] = inputs[("color_reshuffle_aug", 0, 0)] = torch.rand(b, 3, opt.height,
+                                                                                           opt.width)
+    return inputs
+
+
+def test_local_consistency_is_zero_for_the_zoomed_depth():
+    """C16: the local consistency term is ~0 when the crop's depth is the original's at the
+    window divided by r."""
+    opt = _opt("--use_local_crop")
+    method = build_method(opt)
+    crop = torch.tensor([[1.5, 30.0, 10.0], [1.9, 100.0, 40.0]])
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
+    original = (5 + 20 * xx + 10 * yy ** 2)[None, None].repeat(2, 1, 1, 1)
+    local = F.grid_sample(original, local_grid(crop, H, W), align_corners=False, padding_mode="border") / crop[:, 0,
+                                                                                                             None,
+                                                                                                             None,
+                                                                                                             None]
+    term = method.consistency("local", {"crop_local": crop}, {("depth", 0, 0): local}, {("depth", 0, 0): original})
+    assert abs(float(term)) < 1e-6
+    wrong = method.consistency("local", {"crop_local": crop}, {("depth", 0, 0): local * crop[:, 0, None, None, None]},
+                               {("depth", 0, 0): original})
+    assert float(wrong) > 0.01  # depth not divided by r: 0.5 log(r)^2 on average
+
+
+# ----------------------------------------------------------------------------- loss composition (C17)
+def test_flags_off_equals_monodepth2_exactly():
+    """C17: both flags off -> the loss is Monodepth2's, term by term, with no consistency term."""
+    inputs = _views_batch(_opt())
+    torch.manual_seed(1)
+    ours = build_method(_opt())
+    torch.manual_seed(1)
+    base = build_method(MonodepthOptions().parse(["--height", str(H), "--width", str(W), "--batch_size", "2",
+                                                  "--weights_init", "scratch", "--scales", "0"]))
+    ours.load_state_dict(base.state_dict())
+    plain = {k: v for k, v in inputs.items()
+             if not (isinstance(k, tuple) and k[0].startswith(("color_local", "color_reshuffle")))}
+    with torch.no_grad():  # the same auto-mask tie noise for both
+        torch.manual_seed(3)
+        terms, _ = ours.compute_losses(plain, ours(plain))
+        torch.manual_seed(3)
+        base_terms, _ = base.compute_losses(plain, base(plain))
+    assert set(terms) == set(base_terms) == {"reprojection", "smoothness"}
+    for k in terms:
+        assert torch.equal(terms[k], base_terms[k])
+
+
+def test_both_views_loss_composition():
+    """C17: both on -> (L_orig + L_local + L_reshuffle) / 3 + 0.07 (SI_local + SI_reshuffle),
+    each part recomputed here from the views' own outputs."""
+    opt = _opt("--use_local_crop", "--use_patch_reshuffle")
+    torch.manual_seed(2)
+    method = build_method(opt)
+    inputs = _views_batch(opt)
+    with torch.no_grad():
+        outputs = method(inputs)
+        terms, _ = method.compute_losses(inputs, outputs)
+        parts = []
+        from methods.monodepth2 import Monodepth2
+        for view_inputs, view_outputs in [(inputs, outputs)] + list(outputs["views"].values()):
+            t, _ = Monodepth2.compute_losses(method, view_inputs, dict(view_outputs))
+            parts.append(t["reprojection"] + t["smoothness"])
+        local_in, local_out = outputs["views"]["local"]
+        dl = scale_invariant_log(local_out[("depth", 0, 0)] * local_in["crop_local"][:, 0, None, None, None],
+                                 F.grid_sample(outputs[("depth", 0, 0)], local_grid(local_in["crop_local"], H, W),
+                                               align_corners=False, padding_mode="border"))
+        dr = scale_invariant_log(outputs["views"]["reshuffle"][1][("depth", 0, 0)], outputs[("depth", 0, 0)])
+    total = sum(terms.values())
+    expected = sum(parts) / 3 + 0.07 * (dl + dr)
+    assert set(terms) == {"reprojection", "smoothness", "consistency"}
+    assert abs(float(total - expected)) < 1e-6 * float(expected)
+    assert float(dl) > 0 and float(dr) > 0
+
+
+def test_reshuffled_depth_is_unpermuted_before_the_losses():
+    """The reshuffle view's depth, un-permuted, lines up with the original image: with a
+    network that sees the reshuffled image, rolling the un-permuted disparity back gives the
+    network's raw output (exact at scale 0)."""
+    opt = _opt("--use_patch_reshuffle")
+    method = build_method(opt)
+    inputs = _views_batch(opt)
+    with torch.no_grad():
+        outputs = method(inputs)
+        raw = method.depth_of(inputs[("color_reshuffle_aug", 0, 0)])[("disp", 0)]
+    restored = outputs["views"]["reshuffle"][1][("disp", 0)]
+    split = inputs["split_xy"]
+    for i in range(2):
+        sx, sy = split[i].tolist()
+        assert torch.equal(torch.roll(restored[i], [-(H - sy), -(W - sx)], [1, 2]), raw[i])
+
+
+# ----------------------------------------------------------------------------- both input paths
+def test_fast_path_views_match_the_default_path(static_world, tmp_path):
+    """The same items through the fast path (frames cached at the network size, views made
+    on the device): identical metadata and reshuffle view; the zoomed view differs only by
+    resampling (native Lanczos vs a bilinear zoom of the network-size frame)."""
+    split = os.path.join(static_world.out, "splits", "synthetic")
+    common = ["--data_path", static_world.out, "--split", split, "--png", "--height", "64", "--width", "192",
+              "--weights_init", "scratch", "--batch_size", "2", "--num_workers", "0", "--no_progress",
+              "--use_local_crop", "--use_patch_reshuffle", "--log_dir", str(tmp_path), "--scales", "0"]
+    batches = {}
+    for name, extra in (("default", []), ("fast", ["--fast_loader", "--cache_dir", str(tmp_path / "cache")])):
+        t = Trainer(_opt(*common, "--model_name", name, *extra, height=64, width=192))
+        t.train_sampler.set_epoch(0)
+        batches[name] = t._to_device(next(iter(t.train_loader)))
+    a, b = batches["default"], batches["fast"]
+    assert torch.equal(a["crop_local"], b["crop_local"]) and torch.equal(a["split_xy"], b["split_xy"])
+    for batch in (a, b):
+        assert torch.equal(unpermute(batch[("color_reshuffle", 0, 0)], batch["split_xy"]), batch[("color", 0, 0)])
+    for f in (0, -1, 1):
+        d = (a[("color_local", f, 0)] - b[("color_local", f, 0)]).abs().mean()
+        print(f"frame {f}: zoomed view, default vs fast path: mean |diff| {d:.4f}")
+        assert d < 0.03
+
+
+def test_training_with_both_views_on_both_paths(static_world, tmp_path):
+    split = os.path.join(static_world.out, "splits", "synthetic")
+    for name, extra in (("default", []), ("fast", ["--fast_loader"])):
+        t = Trainer(_opt("--data_path", static_world.out, "--split", split, "--png", "--num_workers", "0",
+                         "--no_progress", "--use_local_crop", "--use_patch_reshuffle", "--log_dir", str(tmp_path),
+                         "--model_name", name, "--max_steps", "2", "--num_epochs", "1", "--keep_weights", "1",
+                         *extra, height=64, width=192))
+        t.train()
+        import json
+        with open(os.path.join(tmp_path, name, "train_steps.jsonl")) as f:
+            records = [json.loads(line) for line in f]
+        assert len(records) == 2
+        for r in records:
+            assert set(r["terms"]) == {"reprojection", "smoothness", "consistency"}
+            assert np.isfinite(r["loss"]) and r["terms"]["consistency"] > 0
