@@ -1,19 +1,19 @@
 """BDEdepth: splitting-permuting and resizing-cropping as item augmentations on both input
 paths, the virtual camera, SI-log, the loss composition (the spec's checks C11-C17), and
 training with both augmentations."""
+import json
 import os
+import random
 
-import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from datasets import KITTIRAWDataset
 from datasets import kitti_utils
 from datasets import synthetic_world as sw
-from datasets.augment import (LocalCrop, PatchReshuffle, default_augmentations, local_crop_window, local_grid,
+from datasets.augment import (LocalCrop, PatchReshuffle, default_augmentations, local_grid,
                               reshuffle_split, unpermute)
 from layers import BackprojectDepth, Project3D, warp, zoom_camera
 from losses import ReprojectionLoss, scale_invariant_log
@@ -75,7 +75,7 @@ def test_reshuffle_definition_and_sources_untouched(static_world):
 def test_local_grid_metadata():
     """C13: ratio in [1.2, 2], grid 2 x H x W strictly increasing and inside [-1, 1]."""
     crop_aug = LocalCrop(H, W)
-    import random
+
     rng = random.Random(0)
     for _ in range(50):
         params = crop_aug.sample(rng)
@@ -328,7 +328,6 @@ def test_training_with_both_views_on_both_paths(static_world, tmp_path):
                          "--model_name", name, "--max_steps", "2", "--num_epochs", "1", "--keep_weights", "1",
                          *extra, height=64, width=192))
         t.train()
-        import json
         with open(os.path.join(tmp_path, name, "train_steps.jsonl")) as f:
             records = [json.loads(line) for line in f]
         assert len(records) == 2
