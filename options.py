@@ -82,8 +82,9 @@ def add_shared_options(p):
     g.add_argument("--lr_sche_type", type=str, default="step", choices=["step", "cosine", "exponential"],
                    help="step: x decay_rate every decay_step epochs; cosine: to eta_min; "
                         "exponential: x decay_rate every epoch")
-    g.add_argument("--decay_step", type=int, default=0,
-                   help="step schedule: epochs between decays (0: --scheduler_step_size)")
+    g.add_argument("--decay_step", type=int, nargs="+", default=[0],
+                   help="step schedule: one number = epochs between decays (0: --scheduler_step_size); "
+                        "several = the epochs at which the LR is multiplied by --decay_rate (e.g. 26 36)")
     g.add_argument("--decay_rate", type=float, default=0.1, help="step / exponential schedule: LR factor")
     g.add_argument("--eta_min", type=float, default=0.0, help="cosine schedule: final LR")
     g.add_argument("--warmup_steps", type=int, default=0, help="linear LR warm-up (steps)")

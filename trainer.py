@@ -133,19 +133,22 @@ class Trainer:
     def _build_scheduler(self):
         """One LambdaLR over optimiser steps, built once (never rebuilt when parts are frozen
         later, which would reset the LR), one factor per parameter group. step: x
-        decay_rate every decay_step epochs; exponential: x decay_rate every epoch; cosine:
+        decay_rate every decay_step epochs (or at each of several decay_step epochs); exponential: x decay_rate every epoch; cosine:
         every group to eta_min over the run; optional linear warm-up."""
         opt = self.opt
         steps_per_epoch = max(len(self.train_loader), 1)
         total = steps_per_epoch * opt.num_epochs
         if opt.max_steps:
             total = min(total, opt.max_steps)
-        decay_step = opt.decay_step or opt.scheduler_step_size
+        steps = opt.decay_step if isinstance(opt.decay_step, (list, tuple)) else [opt.decay_step]
+        milestones = sorted(steps) if len(steps) > 1 else None
+        decay_step = steps[0] or opt.scheduler_step_size
 
         def factor(step, base_lr):
             epoch = step // steps_per_epoch
             if opt.lr_sche_type == "step":
-                f = opt.decay_rate ** (epoch // decay_step)
+                passed = sum(epoch >= m for m in milestones) if milestones else epoch // decay_step
+                f = opt.decay_rate ** passed
             elif opt.lr_sche_type == "exponential":
                 f = opt.decay_rate ** epoch
             else:  # every group ends at eta_min

@@ -334,3 +334,23 @@ def test_training_with_both_views_on_both_paths(static_world, tmp_path):
         for r in records:
             assert set(r["terms"]) == {"reprojection", "smoothness", "consistency"}
             assert np.isfinite(r["loss"]) and r["terms"]["consistency"] > 0
+
+
+def test_step_schedule_with_milestones():
+    """C23 and the NYUv2 recipe: --decay_step 15 gives 1e-4 for epochs 0-14 then 1e-5;
+    --decay_step 26 36 multiplies by 0.1 at epochs 26 and 36 only."""
+    from types import SimpleNamespace
+    for decay_step, expected in (([15], {0: 1e-4, 14: 1e-4, 15: 1e-5, 19: 1e-5}),
+                                 ([26, 36], {0: 1e-4, 25: 1e-4, 26: 1e-5, 35: 1e-5, 36: 1e-6, 49: 1e-6})):
+        opt = _opt("--decay_step", *map(str, decay_step), "--num_epochs", "50")
+        model = torch.nn.Linear(1, 1)
+        fake = SimpleNamespace(opt=opt, train_loader=[None] * 10, group_lrs=[1e-4],
+                               optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4))
+        scheduler = Trainer._build_scheduler(fake)
+        lrs = []
+        for step in range(500):
+            lrs.append(fake.optimizer.param_groups[0]["lr"])
+            fake.optimizer.step()
+            scheduler.step()
+        for epoch, lr in expected.items():
+            assert all(abs(x - lr) < 1e-12 for x in lrs[epoch * 10:(epoch + 1) * 10]), (decay_step, epoch)
