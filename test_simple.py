@@ -59,9 +59,9 @@ def list_images(path, ext):
     raise SystemExit(f"--image_path {path}: no such file or folder")
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+def load_model(args, device, script="test_simple.py"):
+    """The method of --load_weights_folder or --model_name (--num_layers for a monodepth2
+    folder without opt.json), in eval mode on `device`; it must predict from single frames."""
     from methods import load_for_inference
     folder = args.load_weights_folder
     if args.model_name:
@@ -71,25 +71,41 @@ def main(argv=None):
                                 **({"num_layers": args.num_layers} if args.num_layers else {}))
     if tuple(method.inference_frames) != (0,):
         raise SystemExit(f"{type(method).__name__} needs frames {list(method.inference_frames)} per prediction; "
-                         "test_simple.py predicts from single images: use evaluate_depth.py")
-    height, width = method.opt.height, method.opt.width
+                         f"{script} predicts from single images: use evaluate_depth.py")
+    return method
+
+
+def network_input(method, images, device):
+    """PIL images -> B x 3 x h x w in [0, 1] at the network size (LANCZOS)."""
+    resize = transforms.Resize((method.opt.height, method.opt.width),
+                               interpolation=transforms.InterpolationMode.LANCZOS)
+    to_tensor = transforms.ToTensor()
+    return torch.stack([to_tensor(resize(im)) for im in images]).to(device)
+
+
+def predict_disparity(method, batch):
+    """B x 3 x h x w in [0, 1] -> (scaled disparity, depth), each B x 1 x h x w."""
+    prediction = method.predict({("color", 0, 0): batch})
+    depth = prediction["depth"]
+    return prediction.get("disp", 1 / depth), depth
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    method = load_model(args, device)
     if args.pred_metric_depth and not method.opt.use_stereo:
         print("-> warning: this model was trained without stereo; its depth is not metric")
     paths = list_images(args.image_path, args.ext)
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
-    resize = transforms.Resize((height, width), interpolation=transforms.InterpolationMode.LANCZOS)
-    to_tensor = transforms.ToTensor()
     written = []
     with torch.no_grad():
         for start in tqdm(range(0, len(paths), args.batch_size), desc="predict", unit="batch",
                           disable=len(paths) <= args.batch_size):
             batch_paths = paths[start:start + args.batch_size]
             images = [pil.open(p).convert("RGB") for p in batch_paths]
-            batch = torch.stack([to_tensor(resize(im)) for im in images]).to(device)
-            prediction = method.predict({("color", 0, 0): batch})
-            depth = prediction["depth"]
-            disp = prediction.get("disp", 1 / depth)
+            disp, depth = predict_disparity(method, network_input(method, images, device))
             for k, (path, image) in enumerate(zip(batch_paths, images)):
                 w0, h0 = image.size
                 resized = F.interpolate(disp[k:k + 1], (h0, w0), mode="bilinear", align_corners=False)[0, 0]

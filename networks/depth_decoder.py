@@ -53,6 +53,10 @@ class DepthDecoder(nn.Module):
 
 @register_depth_decoder("monodepth2")
 def monodepth2_decoder(opt, num_ch_enc, num_output_channels=1):
+    if len(num_ch_enc) != 5:
+        raise SystemExit(f"--depth_decoder monodepth2 takes an encoder with 5 features at strides 2..32; --encoder "
+                         f"{getattr(opt, 'encoder', '?')} gives {len(num_ch_enc)} ({[int(c) for c in num_ch_enc]}): "
+                         "use --depth_decoder grid for the 6-level encoders (hrnet18, resnet_context)")
     decoder = DepthDecoder(num_ch_enc, opt.scales, num_output_channels)
     bias = getattr(opt, "disp_bias_init", None)
     if bias is not None and num_output_channels == 1:
