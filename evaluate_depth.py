@@ -2,13 +2,17 @@
 
     python evaluate_depth.py --load_weights_folder W --eval_mono --eval_split SPLIT [SPLIT ...] --data_path D
     python evaluate_depth.py --ext_disp_to_eval disps.npy --eval_mono --eval_split SPLIT
+    python evaluate_depth.py --load_weights_folder W --eval_mono --<test set>_path DIR ... --json out.json
 
 The model is rebuilt from the weight folder alone (its opt.json names the method and its
-options; a published folder without one loads as the baseline it came from). Each test
-set the command asks for (evaluation/ registers them, with their own flags) is scored
-with its own protocol: ground truth, crop, depth range and scaling rule. --eval_mono:
-per-image median scaling; --eval_stereo: a stereo-trained model's fixed scale. The flags
-are the reference evaluation's; the README lists the test sets and their protocols.
+options; a published folder without one loads as the baseline it came from) and predicts
+at its training size on every test set. Each test set the command asks for (evaluation/
+registers them, each with its own flags, e.g. a data path: a test set whose path is not
+given is skipped) is scored with its own protocol: ground truth, crop, depth range and
+scaling rule; one table per test set, all of them in one JSON file. --eval_mono:
+per-image median scaling; --eval_stereo: a stereo-trained model's fixed scale (test sets
+without one fall back to median scaling, said in the output). The flags are the
+reference evaluation's; the README lists the test sets and their protocols.
 """
 import argparse
 import json
@@ -28,7 +32,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model")
     g.add_argument("--load_weights_folder", type=str, help="a weights_N folder (its opt.json rebuilds the model)")
-    g.add_argument("--ext_disp_to_eval", type=str, help="evaluate saved disparities (.npy) instead of a model")
+    g.add_argument("--ext_disp_to_eval", type=str, metavar="PATH", help="saved disparities instead of a model: "
+                   "a .npy, or a folder of disps_<name>_split.npy")
     g.add_argument("--num_layers", type=int, help="ResNet depth of a published folder without opt.json "
                    "(default: read from encoder.pth)")
     g.add_argument("--min_depth", type=float, help="disparity -> depth range (default: the model's own)")
@@ -43,7 +48,7 @@ def parse_args(argv=None):
     g.add_argument("--save_pred_disps", action="store_true", help="save the predicted disparities (.npy)")
     g.add_argument("--no_eval", action="store_true", help="predict (and save) only")
     g.add_argument("--eval_out_dir", type=str, help="where predictions are written (default: the weights folder)")
-    g.add_argument("--output_json", type=str, help="also write the metrics to this JSON file")
+    g.add_argument("--output_json", "--json", type=str, metavar="FILE", help="also write the metrics to this JSON file")
     g = p.add_argument_group("system")
     g.add_argument("--batch_size", type=int, default=16, help="images per forward pass")
     g.add_argument("--num_workers", type=int, default=4, help="data loader workers")
@@ -147,16 +152,42 @@ def scaling(args, test_set):
     """(depth factor, per-image median scaling) for one test set."""
     if args.eval_stereo:
         if test_set.stereo_scale_factor is None:
-            raise SystemExit(f"{test_set.name}: no stereo scale is defined for this test set; use --eval_mono")
+            print(f"   Stereo evaluation - {test_set.name} defines no stereo scale: using median scaling")
+            return 1.0, True
         print(f"   Stereo evaluation - disabling median scaling, scaling by {test_set.stereo_scale_factor}")
         return test_set.stereo_scale_factor, False
     print("   Mono evaluation - using median scaling")
     return args.pred_depth_scale_factor, not args.disable_median_scaling
 
 
-def print_table(metrics):
-    print("\n  " + ("{:>8} | " * 7).format(*DEPTH_METRIC_NAMES))
-    print(("&{: 8.3f}  " * 7).format(*[metrics[n] for n in DEPTH_METRIC_NAMES]) + "\\\\")
+def print_table(metrics, names=DEPTH_METRIC_NAMES):
+    print("\n  " + ("{:>8} | " * len(names)).format(*names))
+    print(("&{: 8.3f}  " * len(names)).format(*[metrics[n] for n in names]) + "\\\\")
+
+
+def external_disparities(path, test_sets):
+    """{test set index: path} of the saved predictions: the .npy itself (one test set), or
+    a folder's disps_<name>_split.npy (the names --save_pred_disps writes)."""
+    if os.path.isdir(path):
+        files = {i: os.path.join(path, f"disps_{s.name}_split.npy") for i, s in enumerate(test_sets)}
+        missing = [f for f in files.values() if not os.path.isfile(f)]
+        if missing:
+            raise SystemExit(f"--ext_disp_to_eval {path}: missing {', '.join(os.path.basename(f) for f in missing)}")
+        return files
+    if len(test_sets) > 1:
+        raise SystemExit("--ext_disp_to_eval FILE holds the predictions of one test set: ask for one, or give a "
+                         "folder of disps_<test set>_split.npy files")
+    if not os.path.isfile(path):
+        raise SystemExit(f"--ext_disp_to_eval {path}: no such file")
+    return {0: path}
+
+
+def check_frames(test_sets, frames):
+    """Refuse, before any work, a method that reads other frames on single-image test sets."""
+    single = [s.name for s in test_sets if s.single_image]
+    if single and set(frames) != {0}:
+        raise SystemExit(f"this model reads frames {list(frames)}; {', '.join(single)} has single images only: "
+                         "leave its path out")
 
 
 def evaluate(args):
@@ -164,25 +195,29 @@ def evaluate(args):
     test_sets = [s for cls in TEST_SETS.values() for s in cls.from_args(args)]
     if not test_sets:
         raise SystemExit("no test set asked for (see --eval_split and the other test-set options)")
-    method, use_stereo = None, None
-    if args.ext_disp_to_eval and len(test_sets) > 1:
-        raise SystemExit("--ext_disp_to_eval holds the predictions of one test set: give one --eval_split")
-    if args.ext_disp_to_eval is None:
+    method, use_stereo, external = None, None, None
+    if args.ext_disp_to_eval:
+        external = external_disparities(args.ext_disp_to_eval, test_sets)
+    else:
         if not args.load_weights_folder:
             raise SystemExit("give --load_weights_folder (or --ext_disp_to_eval)")
         from methods import load_for_inference
         overrides = {k: getattr(args, k) for k in ("num_layers", "min_depth", "max_depth") if getattr(args, k)}
         method = load_for_inference(args.load_weights_folder, device, **overrides)
         use_stereo = method.trained_with_stereo
+        check_frames(test_sets, method.inference_frames)
         print(f"-> {type(method).__name__} from {args.load_weights_folder}, predicting at "
               f"{method.opt.width}x{method.opt.height}")
     check_scaling(args, use_stereo)
+    if not args.no_eval:
+        for test_set in test_sets:
+            test_set.check_ready()
     out_dir = args.eval_out_dir or args.load_weights_folder or "."
     results = []
-    for test_set in test_sets:
+    for index, test_set in enumerate(test_sets):
         if method is None:
-            print(f"-> Loading predictions from {args.ext_disp_to_eval}")
-            disps = test_set.external_predictions(np.load(args.ext_disp_to_eval), args)
+            print(f"-> Loading predictions from {external[index]}")
+            disps = test_set.external_predictions(np.load(external[index]), args)
         else:
             dataset = test_set.dataset(method.opt.height, method.opt.width, method.inference_frames)
             disps = predict_disparities(method, dataset, device, args.batch_size, args.num_workers,
@@ -202,11 +237,13 @@ def evaluate(args):
         print(f"\n-> {test_set.name} ({len(disps)} images, protocol {test_set.protocol.name})")
         factor, median = scaling(args, test_set)
         metrics, ratios = test_set.protocol.evaluate(disps, gts, factor, median, test_set.extra_masks())
+        result = {"split": test_set.name, "protocol": test_set.protocol.name, "num_images": int(len(disps))}
         if median and len(ratios):
             med = np.median(ratios)
             print(f" Scaling ratios | med: {med:0.3f} | std: {np.std(ratios / med):0.3f}")
-        print_table(metrics)
-        results.append({"split": test_set.name, "num_images": int(len(disps)), **metrics})
+            result.update(ratio_median=float(med), ratio_std=float(np.std(ratios / med)))
+        print_table(metrics, test_set.protocol.metric_names)
+        results.append({**result, **metrics})
     if args.output_json and results:
         with open(args.output_json, "w") as f:
             json.dump(results[0] if len(results) == 1 else {"results": results}, f, indent=1)

@@ -18,3 +18,6 @@ def register_dataset(name):
 
 
 from .kitti_dataset import KITTIDepthDataset, KITTIOdomDataset, KITTIRAWDataset  # noqa: E402,F401
+from .cityscapes_dataset import CityscapesPreprocessedDataset, CityscapesTestDataset  # noqa: E402,F401
+from .nyu_dataset import NYUv2Dataset, NYUv2TestDataset  # noqa: E402,F401
+from .make3d_dataset import Make3DTestDataset  # noqa: E402,F401

@@ -9,3 +9,4 @@ from .metrics import DEPTH_METRIC_NAMES, compute_depth_errors
 from .protocols import PROTOCOLS, TEST_SETS, Protocol, register_protocol, register_test_set
 from . import kitti  # noqa: E402,F401  (registers the KITTI protocols and test sets)
 from .kitti import EIGEN_CROP, STEREO_SCALE_FACTOR  # noqa: E402,F401
+from . import make3d, nyuv2, cityscapes  # noqa: E402,F401  (in the order evaluate_depth.py runs them)

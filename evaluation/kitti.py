@@ -1,6 +1,10 @@
 """KITTI test sets and protocols (monodepth2's): eigen (velodyne GT, Garg/Eigen crop,
 1e-3 < GT < 80), eigen_benchmark (improved GT, GT > 0), benchmark (no public GT: writes
-the benchmark's PNG files), and any split folder with test_files.txt (eigen's protocol)."""
+the benchmark's PNG files), and any split folder with test_files.txt (eigen's protocol).
+
+Which splits run: --eval_split when given; else, with --kitti_path, eigen and
+eigen_benchmark (each only where its gt_depths.npz exists); else nothing when another test
+set is named (--cityscapes_path, ...); else eigen (monodepth2's default)."""
 import os
 
 import cv2
@@ -12,6 +16,8 @@ STEREO_SCALE_FACTOR = 5.4  # KITTI's 0.54 m baseline / the 0.1 training units of
 # Garg/Eigen crop as fractions of the ground-truth size (153:371, 44:1197 at 375 x 1242)
 EIGEN_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
 BENCHMARK_SIZE = (1216, 352)  # (W, H) of the depth benchmark's files
+DEFAULT_DATA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kitti_data")
+PATH_SPLITS = ("eigen", "eigen_benchmark")  # what --kitti_path evaluates without --eval_split
 
 KITTI_EIGEN = register_protocol(Protocol("kitti_eigen", crop=EIGEN_CROP))
 KITTI_IMPROVED = register_protocol(Protocol("kitti_improved", gt_positive_only=True))
@@ -26,18 +32,51 @@ class KittiSplit(TestSet):
     @classmethod
     def add_options(cls, parser):
         g = parser.add_argument_group("KITTI")
-        g.add_argument("--eval_split", nargs="+", default=["eigen"],
-                       help="one or more of eigen, eigen_benchmark, benchmark, a split under splits/ or "
-                            "<data_path>/splits/, or a split folder; none: skip KITTI")
-        g.add_argument("--data_path", default=os.path.join(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))), "kitti_data"), help="KITTI raw root (images; GT is in the split folder)")
+        g.add_argument("--eval_split", nargs="+",
+                       help="eigen, eigen_benchmark, benchmark, a split under splits/ or <data_path>/splits/, or "
+                            "a folder; none: skip (unset: eigen; with --kitti_path: both eigen splits)")
+        g.add_argument("--data_path", default=DEFAULT_DATA_PATH,
+                       help="KITTI raw root (images; GT is in the split folder)")
+        g.add_argument("--kitti_path", metavar="DIR", help="--data_path, evaluating eigen + eigen_benchmark")
         g.add_argument("--png", action="store_true", help="read .png images (default .jpg)")
         g.add_argument("--eval_eigen_to_benchmark", action="store_true",
                        help="--ext_disp_to_eval holds eigen predictions: evaluate them on eigen_benchmark")
 
     @classmethod
+    def named_in(cls, args):
+        return bool(args.kitti_path or args.eval_split or args.data_path != DEFAULT_DATA_PATH)
+
+    @classmethod
     def from_args(cls, args):
-        return [cls(split, args.data_path, args.png) for split in args.eval_split if split != "none"]
+        from .protocols import TEST_SETS
+        if args.kitti_path:
+            if args.data_path not in (DEFAULT_DATA_PATH, args.kitti_path):
+                raise SystemExit(f"--kitti_path {args.kitti_path} and --data_path {args.data_path}: give one")
+            args.data_path = args.kitti_path
+        splits = args.eval_split
+        if splits is None:
+            if args.kitti_path:
+                return cls.with_ground_truth(PATH_SPLITS, args)
+            others = any(t.named_in(args) for t in TEST_SETS.values() if t is not cls)
+            splits = [] if others and args.data_path == DEFAULT_DATA_PATH else ["eigen"]
+        return [cls(split, args.data_path, args.png) for split in splits if split != "none"]
+
+    @classmethod
+    def with_ground_truth(cls, splits, args):
+        """The splits whose gt_depths.npz exists (the others are reported and skipped)."""
+        from .protocols import TEST_SETS
+        chosen, missing = [], []
+        for split in splits:
+            test_set = cls(split, args.data_path, args.png)
+            (chosen if os.path.isfile(test_set.gt_path) else missing).append(test_set)
+        for test_set in missing:
+            print(f"-> {test_set.name}: skipped, no {test_set.gt_path} (python export_gt_depth.py "
+                  f"--data_path {args.data_path} --split {test_set.name})")
+        others = any(t.named_in(args) for t in TEST_SETS.values() if t is not cls)
+        if not chosen and not others:
+            raise SystemExit(f"--kitti_path: none of {', '.join(splits)} has its gt_depths.npz; export them first "
+                             f"(python export_gt_depth.py --data_path {args.data_path} --split eigen)")
+        return chosen
 
     def __init__(self, split, data_path, png=False):
         from options import read_split_file, resolve_split_dir

@@ -8,12 +8,15 @@ models, or 1 for metric methods), clamped to the depth range, and compared.
 
 A test set (registered with @register_test_set) adds its own evaluate_depth.py options,
 says from them whether it is wanted, and gives the dataset of its test images and the
-ground truth. evaluate_depth.py loops over every wanted test set.
+ground truth. evaluate_depth.py loops over every wanted test set, in registration order.
 """
+import os
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from .metrics import DEPTH_METRIC_NAMES, compute_depth_errors
 
@@ -42,15 +45,31 @@ class Protocol:
     gt_positive_only: bool = False  # mask GT > 0 only (improved GT), not min < GT < max
     log10: bool = False  # rmse_log in log10 units
     interpolation: int = cv2.INTER_LINEAR  # prediction -> GT size
+    align_corners: bool = False  # bilinear with align_corners=True (torch) instead of cv2's resize
+    metric_names: tuple = DEPTH_METRIC_NAMES  # the metrics reported (a subset, in this order)
+
+    def crop_box(self, height, width):
+        """(top, bottom, left, right) in pixels of a height x width ground truth."""
+        if self.crop is None:
+            return 0, height, 0, width
+        top, bottom, left, right = self.crop
+        return int(top * height), int(bottom * height), int(left * width), int(right * width)
 
     def crop_mask(self, height, width):
         mask = np.zeros((height, width), bool)
-        if self.crop is None:
-            mask[:] = True
-            return mask
-        top, bottom, left, right = self.crop
-        mask[int(top * height):int(bottom * height), int(left * width):int(right * width)] = True
+        top, bottom, left, right = self.crop_box(height, width)
+        mask[top:bottom, left:right] = True
         return mask
+
+    def resize(self, disp, height, width):
+        """The predicted inverse depth at the ground truth's size."""
+        disp = np.asarray(disp, np.float32)
+        if disp.shape == (height, width):
+            return disp
+        if self.align_corners:
+            x = torch.from_numpy(np.ascontiguousarray(disp))[None, None]
+            return F.interpolate(x, (height, width), mode="bilinear", align_corners=True)[0, 0].numpy()
+        return cv2.resize(disp, (width, height), interpolation=self.interpolation)
 
     def mask(self, gt, extra_mask=None):
         if self.gt_positive_only:
@@ -63,10 +82,10 @@ class Protocol:
         return mask
 
     def score(self, disp, gt, scale_factor=1.0, median_scaling=True, extra_mask=None):
-        """disp: h x w inverse depth (any size), gt: H x W depth. -> (seven errors, or None
-        when no pixel is valid; the median ratio, or None)."""
+        """disp: h x w inverse depth (any size), gt: H x W depth. -> (the errors named by
+        metric_names, or None when no pixel is valid; the median ratio, or None)."""
         gh, gw = gt.shape[:2]
-        disp = cv2.resize(np.asarray(disp, np.float32), (gw, gh), interpolation=self.interpolation)
+        disp = self.resize(disp, gh, gw)
         pred = 1 / np.maximum(disp, 1e-12)
         mask = self.mask(gt, extra_mask)
         p, g = pred[mask] * scale_factor, gt[mask]
@@ -77,8 +96,9 @@ class Protocol:
             ratio = np.median(g) / np.median(p)
             p = p * ratio
         p = np.clip(p, self.min_depth, self.max_depth)
-        errors = compute_depth_errors(g.astype(np.float64), p.astype(np.float64), self.log10)
-        return [float(e) for e in errors], ratio
+        errors = dict(zip(DEPTH_METRIC_NAMES, compute_depth_errors(g.astype(np.float64), p.astype(np.float64),
+                                                                   self.log10)))
+        return [float(errors[n]) for n in self.metric_names], ratio
 
     def evaluate(self, disps, gts, scale_factor=1.0, median_scaling=True, extra_masks=None):
         """Mean metrics over images (an image without a valid pixel is skipped), and the
@@ -94,7 +114,40 @@ class Protocol:
                 ratios.append(ratio)
         if not errors:
             raise SystemExit(f"{self.name}: no valid ground-truth pixel in any image")
-        return dict(zip(DEPTH_METRIC_NAMES, np.array(errors).mean(0).tolist())), np.array(ratios)
+        return dict(zip(self.metric_names, np.array(errors).mean(0).tolist())), np.array(ratios)
+
+
+class LazyMaps:
+    """A read-only sequence of n ground-truth maps loaded one at a time by load(i), so that
+    large test sets (1,525 Cityscapes maps of 8 MB) are never all in memory."""
+
+    def __init__(self, n, load):
+        self.n, self.load = n, load
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.load(i)
+
+    def __iter__(self):
+        return (self.load(i) for i in range(self.n))
+
+
+def split_file(name, data_path):
+    """<data_path>/splits/<name>/test_files.txt when the data folder brings its own list (the
+    synthetic world's do), else the project's splits/<name>/test_files.txt."""
+    from options import SPLITS_DIR
+    own = os.path.join(data_path, "splits", name, "test_files.txt")
+    return own if os.path.isfile(own) else os.path.join(SPLITS_DIR, name, "test_files.txt")
+
+
+def require_folder(path, option, what):
+    if not os.path.isdir(path):
+        raise SystemExit(f"{option} {path}: no such folder ({what})")
+    return path
 
 
 class TestSet:
@@ -112,6 +165,14 @@ class TestSet:
         """The instances the command asks for (none when not wanted)."""
         return []
 
+    @classmethod
+    def named_in(cls, args):
+        """Whether the command names this test set through an option of its own (e.g. its
+        data path); a test set evaluated by default only when nothing else is named uses it."""
+        return False
+
+    single_image = False  # its images have no neighbouring frames (methods reading f != 0 cannot run)
+
     def dataset(self, height, width, frame_ids):
         """Test items with ("color", f, 0) for f in frame_ids (and K), not augmented."""
         raise NotImplementedError
@@ -119,6 +180,10 @@ class TestSet:
     def ground_truth(self):
         """A list of H x W depth maps, or None when the set has no public ground truth."""
         raise NotImplementedError
+
+    def check_ready(self):
+        """Raise SystemExit naming what is missing (e.g. ground-truth files) before any
+        prediction runs."""
 
     def extra_masks(self):
         return None

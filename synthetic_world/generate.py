@@ -15,6 +15,7 @@ import torch
 
 from .calibration import write_calibration
 from .constants import DATE, drive_name
+from .formats import parse_formats, write_formats
 from .kitti_files import _improved_gt, _init_worker, _oxts_packet, _render_frame, _write_timestamps
 from .odometry import _write_odometry
 from .scene import build_drive
@@ -35,6 +36,7 @@ class Config:
     split_name: str = "synthetic"
     overwrite: bool = False
     workers: int = 0  # 0: one per CPU core
+    formats: tuple = ("kitti",)  # also: cityscapes, nyuv2, make3d (or a comma-separated string)
 
 
 def validate(cfg):
@@ -43,6 +45,7 @@ def validate(cfg):
         value = getattr(cfg, name)
         if not isinstance(value, (int, np.integer)) or value < minimum:
             raise ValueError(f"--{name} must be an integer >= {minimum}, got {value!r}")
+    parse_formats(cfg.formats)
     if cfg.drives > 99:
         raise ValueError(f"--drives must be at most 99 (odometry sequence numbers), got {cfg.drives}")
     out = os.path.abspath(cfg.out)
@@ -102,8 +105,10 @@ def generate(cfg, progress=True):
         for drive in drives:
             _write_odometry(cfg, drive)
     split_dir = _write_splits(cfg)
+    write_formats(cfg, progress)
     summary = {k: getattr(cfg, k) for k in ("drives", "frames", "seed", "height", "width",
                                               "moving_objects", "jpg", "odometry", "split_name")}
+    summary["formats"] = list(parse_formats(cfg.formats))
     summary.update(date=DATE, drives_written=[f"{DATE}/{drive_name(d)}" for d in range(cfg.drives)],
                    split_dir=os.path.relpath(split_dir, cfg.out), seconds=round(time.time() - start, 1))
     with open(os.path.join(cfg.out, "synthetic_world.json"), "w") as f:
@@ -148,6 +153,9 @@ def parse_args(argv=None):
     p.add_argument("--split_name", default="synthetic", help="split folder under <out>/splits/")
     p.add_argument("--overwrite", action="store_true", help="replace an existing synthetic world")
     p.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
+    p.add_argument("--formats", default="kitti", help="comma-separated: also write the world as cityscapes, "
+                   "nyuv2 and/or make3d test (and small training) data under <out>/<format>/, at their real "
+                   "image sizes (about 30 CPU-seconds for all three); KITTI is always written")
     return p.parse_args(argv)
 
 
@@ -161,6 +169,8 @@ def main(argv=None):
         return 2
     print(f"wrote {summary['drives']} drives x {summary['frames']} frames to {cfg.out} "
           f"in {summary['seconds']} s; splits in {os.path.join(cfg.out, summary['split_dir'])}")
+    for name in summary["formats"][1:]:
+        print(f"  {name}: {os.path.join(cfg.out, name)}")
     return 0
 
 
