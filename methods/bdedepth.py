@@ -41,7 +41,9 @@ class BDEdepth(Monodepth2):
         g.add_argument("--consistency_detach", action="store_true",
                        help="stop the consistency terms' gradient into the original view's depth (the reference "
                             "lets it flow both ways)")
-        parser.set_defaults(optimizer="adamw", weight_decay=0.01)
+        # the paper's networks (HRNet-18 and the grid decoder, full-resolution disparity only)
+        # and optimiser
+        parser.set_defaults(encoder="hrnet18", depth_decoder="grid", scales=[0], optimizer="adamw", weight_decay=0.01)
 
     @classmethod
     def check_options(cls, opt):

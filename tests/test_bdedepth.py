@@ -4,6 +4,10 @@ training with both augmentations."""
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -20,6 +24,7 @@ from losses import ReprojectionLoss, scale_invariant_log
 from methods import build_method
 from options import MonodepthOptions
 from tests.helpers.batch import fake_batch
+from tests.helpers.cli import ROOT, evaluate_folder, small_split
 from trainer import Trainer
 
 H, W = 96, 320
@@ -194,7 +199,8 @@ def test_scale_invariant_log_values():
 
 def _opt(*extra, height=H, width=W):
     return MonodepthOptions().parse(["--method", "bdedepth", "--height", str(height), "--width", str(width),
-                                     "--batch_size", "2", "--weights_init", "scratch", "--scales", "0", *extra])
+                                     "--batch_size", "2", "--weights_init", "scratch", "--scales", "0",
+                                     "--encoder", "resnet", "--depth_decoder", "monodepth2", *extra])
 
 
 def _views_batch(opt, b=2, seed=0):
@@ -354,3 +360,89 @@ def test_step_schedule_with_milestones():
             scheduler.step()
         for epoch, lr in expected.items():
             assert all(abs(x - lr) < 1e-12 for x in lrs[epoch * 10:(epoch + 1) * 10]), (decay_step, epoch)
+
+
+# ----------------------------------------------------------------------------- the paper's networks, CLI
+ITEMS_PER_EPOCH = 8
+
+
+def _train_args(world, log_dir, *extra):
+    split = small_split(world, os.path.join(os.path.dirname(str(log_dir)), "split"), ITEMS_PER_EPOCH)
+    return ["--config", "bdedepth_resnet18_640x192", "--data_path", world.out, "--split", split,
+            "--png", "--height", "64", "--width", "192", "--weights_init", "scratch", "--batch_size", "2",
+            "--num_epochs", "2", "--num_workers", "0", "--log_dir", str(log_dir), "--model_name", "m",
+            "--log_frequency", "1000", "--no_progress", "--no_cuda", "--keep_weights", "1", *extra]
+
+
+def _steps(log_dir):
+    with open(log_dir / "m" / "train_steps.jsonl") as f:
+        return {r["step"]: r for r in map(json.loads, f.read().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def bde_run(static_world, tmp_path_factory):
+    """Two deterministic epochs of the ResNet-18 recipe (context conv, grid decoder, both views)."""
+    import shutil
+    tmp = tmp_path_factory.mktemp("bde")
+    trainer = Trainer(MonodepthOptions().parse(_train_args(static_world, tmp / "ref", "--deterministic")))
+    trainer.train()
+    yield trainer, tmp / "ref"
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_resume_inside_epoch_one_reproduces_the_losses(bde_run, static_world, tmp_path):
+    """SIGKILL inside epoch 1, then --resume: the views (drawn from (seed, epoch, index)) and
+    so every later loss term equal the uninterrupted run's."""
+    trainer, ref_dir = bde_run
+    assert trainer.opt.encoder == "resnet_context" and trainer.opt.depth_decoder == "grid"
+    ref = _steps(ref_dir)
+    per_epoch = len(trainer.train_loader)
+    total = 2 * per_epoch
+    for rec in ref.values():
+        assert set(rec["terms"]) == {"reprojection", "smoothness", "consistency"}
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "train.py", *_train_args(static_world, run_dir, "--deterministic", "--state_frequency", "1")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = run_dir / "m" / "train_steps.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= per_epoch + 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = Trainer(MonodepthOptions().parse(["--resume", "--log_dir", str(run_dir), "--model_name", "m"]))
+    k = resumed.step
+    assert per_epoch <= k < total, (k, per_epoch)
+    resumed.train()
+    after = _steps(run_dir)
+    for s in range(k, total):
+        for name, value in ref[s]["terms"].items():
+            assert after[s]["terms"][name] == pytest.approx(value, rel=1e-6, abs=1e-8), (s, name)
+
+
+def test_evaluate_and_predict_a_bdedepth_folder_with_the_baselines_commands(bde_run, static_world, tmp_path):
+    _, log_dir = bde_run
+    folder = str(log_dir / "m" / "models" / "weights_1")
+    res, m = evaluate_folder(folder, static_world, tmp_path / "metrics.json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert 0 < m["abs_rel"] < 2 and m["num_images"] == 4
+    src = os.path.join(static_world.out, FOLDER, "image_02", "data", "0000000001.png")
+    res = subprocess.run([sys.executable, "test_simple.py", "--image_path", src, "--load_weights_folder", folder,
+                          "--output_dir", str(tmp_path), "--save_npy"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    npy = np.load(tmp_path / "0000000001_disp.npy")
+    assert npy.shape == (1, 1, 64, 192) and np.isfinite(npy).all()
+
+
+def test_presets_parse_with_the_papers_settings():
+    for name, encoder in (("bdedepth_hrnet18_640x192", "hrnet18"), ("bdedepth_resnet18_640x192", "resnet_context")):
+        opt = MonodepthOptions().parse(["--config", name])
+        assert (opt.method, opt.encoder, opt.depth_decoder, opt.scales) == ("bdedepth", encoder, "grid", [0])
+        assert opt.use_local_crop and opt.use_patch_reshuffle and opt.optimizer == "adamw"
+        assert (opt.height, opt.width, opt.split, opt.decay_step, opt.num_epochs) == (192, 640, "eigen_zhou", [15], 20)
+    opt = MonodepthOptions().parse(["--config", "synthetic_bdedepth"])
+    assert opt.use_local_crop and opt.use_patch_reshuffle and opt.encoder == "resnet_context"
+    # the method's defaults are the paper's networks
+    opt = MonodepthOptions().parse(["--method", "bdedepth"])
+    assert (opt.encoder, opt.depth_decoder, opt.scales, opt.weight_decay) == ("hrnet18", "grid", [0], 0.01)

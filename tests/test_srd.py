@@ -19,7 +19,7 @@ from layers import multiview_consistency
 from methods.srd import distillation_loss, distillation_mask
 from networks.srd_decoder import SRDDecoder, resample_with_offsets
 from options import MonodepthOptions
-from tests.helpers.cli import evaluate_folder
+from tests.helpers.cli import evaluate_folder, small_split
 from trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -342,20 +342,8 @@ def test_options_follow_the_paper_and_presets_parse():
 ITEMS_PER_EPOCH = 8  # 4 steps of 2: three epochs in a few seconds
 
 
-def _small_split(world, folder):
-    """The world's split with its first ITEMS_PER_EPOCH training and 2 validation lines."""
-    os.makedirs(folder, exist_ok=True)
-    src = os.path.join(world.out, "splits", "synthetic")
-    for name, n in (("train_files.txt", ITEMS_PER_EPOCH), ("val_files.txt", 2)):
-        with open(os.path.join(src, name)) as f:
-            lines = f.read().splitlines()[:n]
-        with open(os.path.join(folder, name), "w") as f:
-            f.write("\n".join(lines) + "\n")
-    return str(folder)
-
-
 def _train_args(world, log_dir, *extra):
-    split = _small_split(world, os.path.join(os.path.dirname(str(log_dir)), "split"))
+    split = small_split(world, os.path.join(os.path.dirname(str(log_dir)), "split"), ITEMS_PER_EPOCH)
     return ["--method", "srd", "--data_path", world.out, "--split", split,
             "--png", "--height", "64", "--width", "192", "--weights_init", "scratch", "--batch_size", "2",
             "--num_epochs", "3", "--num_workers", "0", "--log_dir", str(log_dir), "--model_name", "m",

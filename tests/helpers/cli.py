@@ -18,3 +18,15 @@ def evaluate_folder(folder, world, out_json, *extra):
                           "--output_json", str(out_json), *extra], cwd=ROOT, capture_output=True, text=True)
     metrics = json.loads(open(out_json).read()) if res.returncode == 0 else None
     return res, metrics
+
+
+def small_split(world, folder, n_train, n_val=2):
+    """A split folder with the world's first n_train training and n_val validation lines."""
+    os.makedirs(folder, exist_ok=True)
+    src = os.path.join(world.out, "splits", "synthetic")
+    for name, n in (("train_files.txt", n_train), ("val_files.txt", n_val)):
+        with open(os.path.join(src, name)) as f:
+            lines = f.read().splitlines()[:n]
+        with open(os.path.join(folder, name), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return str(folder)
