@@ -446,3 +446,8 @@ def test_presets_parse_with_the_papers_settings():
     # the method's defaults are the paper's networks
     opt = MonodepthOptions().parse(["--method", "bdedepth"])
     assert (opt.encoder, opt.depth_decoder, opt.scales, opt.weight_decay) == ("hrnet18", "grid", [0], 0.01)
+    opt = MonodepthOptions().parse(["--config", "bdedepth_resnet18_cityscapes_512x192"])
+    assert (opt.dataset, opt.width, opt.height, opt.batch_size) == ("cityscapes_preprocessed", 512, 192, 12)
+    opt = MonodepthOptions().parse(["--config", "bdedepth_hrnet18_nyuv2_384x288"])
+    assert (opt.dataset, opt.max_depth, opt.decay_step, opt.num_epochs) == ("nyuv2", 10.0, [26, 36], 50)
+    assert opt.use_local_crop and not opt.use_patch_reshuffle
