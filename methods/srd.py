@@ -47,6 +47,10 @@ class SRD(Monodepth2):
                        help="keep pixels whose relative error is below this x the image's mean (a variant uses 6)")
         g.add_argument("--decoder_lr", type=float, default=1e-4,
                        help="LR of the depth decoder and pose networks (the encoder uses --learning_rate)")
+        g.add_argument("--srd_decoder_init", type=str, default="default", choices=["default", "kaiming"],
+                       help="init of the offset-refinement decoder's convolutions: PyTorch's default (the "
+                            "released code's), or Kaiming-normal, which a randomly initialised encoder needs "
+                            "to learn (see the README)")
         # the paper's optimiser: AdamW (weight decay 0.01), x0.9 per epoch; its decoder
         parser.set_defaults(depth_decoder="srd", optimizer="adamw", weight_decay=0.01,
                             lr_sche_type="exponential", decay_rate=0.9)
