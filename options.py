@@ -174,7 +174,7 @@ class MonodepthOptions:
         opt = parser.parse_args(argv)
         opt.method = name
         check_options(opt)
-        cls.check_options(opt)
+        check_method_options(cls, opt)
         return opt
 
     def parse_resume(self, argv, first):
@@ -205,7 +205,7 @@ class MonodepthOptions:
         opt = parser.parse_args(argv)
         opt.method = name
         check_options(opt)
-        cls.check_options(opt)
+        check_method_options(cls, opt)
         changed = []
         for dest in explicit_options(parser, argv):
             if dest in saved and getattr(opt, dest) != saved[dest] and dest not in RESUME_OVERRIDES:
@@ -263,6 +263,14 @@ def check_preset(cfg, path, parser, method):
     if "frame_ids" in cfg:
         cfg["frame_ids"] = [frame_id(str(v)) for v in cfg["frame_ids"]]
     return cfg
+
+
+def check_method_options(method_cls, opt):
+    """Every class of the method's hierarchy that defines check_options checks its own
+    options, bases first (as add_options adds them)."""
+    for cls in reversed(method_cls.__mro__):
+        if "check_options" in cls.__dict__:
+            cls.__dict__["check_options"].__func__(method_cls, opt)
 
 
 def check_options(opt):

@@ -1,7 +1,7 @@
 """Training throughput: examples/s, data-wait fraction and peak memory, as a table.
 
     python benchmarks/train_throughput.py [--data_path synthetic_data] [--steps 20] [--device cpu|cuda]
-        [--methods monodepth2 srd] [--paths fast ceiling]
+        [--methods monodepth2 srd "bdedepth --use_local_crop --use_patch_reshuffle"] [--paths fast ceiling]
 
 Runs the real Trainer's step (loader -> method -> losses -> backward -> Adam) for a few
 configurations on the synthetic world (generated into a temporary folder if no
@@ -118,7 +118,9 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--configs", nargs="+", help="subset of configuration names (substring match)")
-    p.add_argument("--methods", nargs="+", default=["monodepth2"], help="methods to compare (--method names)")
+    p.add_argument("--methods", nargs="+", default=["monodepth2"],
+                   help="methods to compare: --method names, each optionally followed by its own flags in "
+                        "one quoted argument (e.g. \"bdedepth --encoder resnet_context\")")
     p.add_argument("--paths", nargs="+", default=["default", "fast", "device_decode", "ceiling"],
                    choices=["default", "fast", "device_decode", "ceiling"],
                    help="input paths to compare: monodepth2's loader, --fast_loader with a cache, "
@@ -135,7 +137,7 @@ def main():
         if args.configs and not any(c in name for c in args.configs):
             continue
         for method, path in [(m, p) for m in args.methods for p in args.paths]:
-            flags = extra + ["--method", method] + {"default": [], "device_decode": ["--fast_loader", "--decode_on_device"]}.get(
+            flags = extra + ["--method"] + method.split() + {"default": [], "device_decode": ["--fast_loader", "--decode_on_device"]}.get(
                 path, ["--fast_loader", "--cache_dir", cache])
             if "--cache_dir" in flags:  # fill the cache first: the table reports the steady state
                 fill_cache(data_path, h, w, flags)

@@ -78,9 +78,11 @@ class _FrameFromPath(MonoDataset):
         self._last = (None, None)  # one decoded file: every frame of an item reads the same one
 
     def read_file(self, path):
-        if self._last[0] != path:
-            self._last = (path, super().load_image(path))
-        return self._last[1]
+        last = self._last  # read once: the cache-filling threads share this dataset
+        if last[0] != path:
+            last = (path, super().load_image(path))
+            self._last = last
+        return last[1]
 
     def get_color(self, folder, frame_index, side, do_flip):
         color = self.load_image(self.get_image_path(folder, frame_index, side))

@@ -69,6 +69,9 @@ class Protocol:
         if self.align_corners:
             x = torch.from_numpy(np.ascontiguousarray(disp))[None, None]
             return F.interpolate(x, (height, width), mode="bilinear", align_corners=True)[0, 0].numpy()
+        if self.interpolation == cv2.INTER_NEAREST:  # torch's nearest, as the reference evaluations
+            x = torch.from_numpy(np.ascontiguousarray(disp))[None, None]
+            return F.interpolate(x, (height, width), mode="nearest")[0, 0].numpy()
         return cv2.resize(disp, (width, height), interpolation=self.interpolation)
 
     def mask(self, gt, extra_mask=None):

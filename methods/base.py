@@ -48,7 +48,8 @@ class Method(nn.Module):
 
     @classmethod
     def check_options(cls, opt):
-        """Reject option combinations this method cannot run, with a message naming them."""
+        """Reject option combinations this method cannot run, with a message naming them (each
+        class checks its own options; the base classes' checks run first)."""
 
     # --- data
     @classmethod

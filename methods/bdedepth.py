@@ -53,6 +53,9 @@ class BDEdepth(Monodepth2):
                           ("--pose_model_type posecnn", opt.pose_model_type == "posecnn")):
             if bad:
                 raise SystemExit(f"--use_local_crop / --use_patch_reshuffle do not support {flag}")
+        if opt.use_local_crop and getattr(opt, "fast_loader", False):
+            print("-> note: with --fast_loader the zoomed view is a bilinear zoom of the cached network-size "
+                  "frame (the default input path cuts it from the native frame, as the paper): softer by ~r")
         lo, hi = opt.local_crop_ratio
         if not 1.0 <= lo <= hi:
             raise SystemExit(f"--local_crop_ratio {lo} {hi}: need 1 <= MIN <= MAX (a zoom)")

@@ -66,6 +66,9 @@ class SRD(Monodepth2):
             if opt.pose_model_type == "posecnn":
                 raise SystemExit("--distill_filter multiview needs a metric pose: use --pose_model_type "
                                  "separate_resnet or shared, or --distill_filter none")
+        if opt.srd_decoder_init != "default" and opt.depth_decoder != "srd":
+            raise SystemExit(f"--srd_decoder_init {opt.srd_decoder_init} applies to --depth_decoder srd only "
+                             f"(this run uses {opt.depth_decoder})")
         if opt.distill_start_epoch < 1:
             raise SystemExit("--distill_start_epoch must be >= 1 (the teacher is the network of the previous epoch)")
 

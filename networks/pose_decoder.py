@@ -1,4 +1,6 @@
 """Pose decoder and the PoseCNN of monodepth2."""
+import argparse
+
 import torch
 import torch.nn as nn
 
@@ -58,7 +60,12 @@ class PoseCNN(nn.Module):
 
 @register_pose_network("separate_resnet")
 def separate_resnet(opt, depth_encoder_channels, num_pose_frames):
-    """Its own ResNet-`num_layers` on the stacked frames, then the pose decoder."""
+    """Its own ResNet-`num_layers` on the stacked frames, then the pose decoder. A
+    --imagenet_weights file is a ResNet's only when the depth encoder is one of that depth;
+    otherwise (HRNet, timm backbones) the pose ResNet takes torchvision's weights."""
+    depth_encoder = getattr(opt, "encoder", "resnet")
+    if depth_encoder not in ("resnet", "resnet_context", f"resnet{opt.num_layers}"):
+        opt = argparse.Namespace(**dict(vars(opt), imagenet_weights=None))
     encoder = build_encoder(opt, "resnet", num_input_images=num_pose_frames)
     return {"pose_encoder": encoder, "pose": PoseDecoder(encoder.num_ch_enc, 1, 2)}
 

@@ -451,3 +451,18 @@ def test_presets_parse_with_the_papers_settings():
     opt = MonodepthOptions().parse(["--config", "bdedepth_hrnet18_nyuv2_384x288"])
     assert (opt.dataset, opt.max_depth, opt.decay_step, opt.num_epochs) == ("nyuv2", 10.0, [26, 36], 50)
     assert opt.use_local_crop and not opt.use_patch_reshuffle
+
+
+def test_the_baselines_option_checks_still_apply():
+    """Each class of a method's hierarchy checks its own options: Monodepth2's checks run
+    for BDEdepth and SRD too."""
+    for method in ("bdedepth", "srd"):
+        with pytest.raises(SystemExit, match="--predictive_mask"):
+            MonodepthOptions().parse(["--method", method, "--predictive_mask"])
+        with pytest.raises(SystemExit, match="--frame_ids 0 alone"):
+            MonodepthOptions().parse(["--method", method, "--frame_ids", "0", "--distill_filter", "none"]
+                                     if method == "srd" else ["--method", method, "--frame_ids", "0"])
+    with pytest.raises(SystemExit, match="--use_local_crop / --use_patch_reshuffle do not support --v1_multiscale"):
+        MonodepthOptions().parse(["--method", "bdedepth", "--use_local_crop", "--v1_multiscale"])
+    with pytest.raises(SystemExit, match="--srd_decoder_init kaiming applies to --depth_decoder srd only"):
+        MonodepthOptions().parse(["--method", "srd", "--srd_decoder_init", "kaiming", "--depth_decoder", "monodepth2"])

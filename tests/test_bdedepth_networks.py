@@ -397,3 +397,30 @@ def test_video_errors_name_the_problem(trained, tmp_path, monkeypatch, capsys):
     assert (gif, mp4) == (str(tmp_path / "two.gif"), None) and Image.open(gif).n_frames == 2
     assert not (tmp_path / "two.mp4").exists()
     assert sum("could not open an 'mp4v' video writer" in line for line in capsys.readouterr().out.splitlines()) == 1
+
+
+def test_hrnet_weights_file_is_not_given_to_the_pose_resnet(tmp_path):
+    """--encoder hrnet18 --imagenet_weights HRNET_FILE: the HRNet file initialises the depth
+    encoder only; the separate pose ResNet takes torchvision's ResNet-18 weights (here from
+    torch hub's cache)."""
+    import timm
+    import torchvision
+    from methods import build_method
+    hrnet_state = timm.create_model("hrnet_w18").state_dict()
+    torch.save(hrnet_state, tmp_path / HRNET_FILE)
+    resnet_state = torchvision.models.resnet18().state_dict()
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    torch.save(resnet_state, cache / os.path.basename(url))
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        method = build_method(MonodepthOptions().parse([
+            "--method", "bdedepth", "--height", "64", "--width", "192", "--batch_size", "2",
+            "--weights_init", "pretrained", "--imagenet_weights", str(tmp_path / HRNET_FILE)]))
+    finally:
+        torch.hub.set_dir(old)
+    assert torch.equal(method.models["encoder"].encoder.state_dict()["conv1.weight"], hrnet_state["conv1.weight"])
+    pose = method.models["pose_encoder"].encoder.state_dict()
+    assert torch.equal(pose["layer1.0.conv1.weight"], resnet_state["layer1.0.conv1.weight"])
