@@ -165,12 +165,11 @@ def print_table(metrics, names=DEPTH_METRIC_NAMES):
     print(("&{: 8.3f}  " * len(names)).format(*[metrics[n] for n in names]) + "\\\\")
 
 
-def external_disparities(path, test_sets, eigen_to_benchmark=False):
+def external_disparities(path, test_sets, args):
     """{test set index: path} of the saved predictions: the .npy itself (one test set), or
     a folder's disps_<name>_split.npy (the names --save_pred_disps writes)."""
     if os.path.isdir(path):
-        # --eval_eigen_to_benchmark: the eigen predictions are re-indexed for eigen_benchmark
-        names = ["eigen" if s.name == "eigen_benchmark" and eigen_to_benchmark else s.name for s in test_sets]
+        names = [s.external_name(args) for s in test_sets]
         files = {i: os.path.join(path, f"disps_{name}_split.npy") for i, name in enumerate(names)}
         missing = [f for f in files.values() if not os.path.isfile(f)]
         if missing:
@@ -199,8 +198,7 @@ def evaluate(args):
         raise SystemExit("no test set asked for (see --eval_split and the other test-set options)")
     method, use_stereo, external = None, None, None
     if args.ext_disp_to_eval:
-        external = external_disparities(args.ext_disp_to_eval, test_sets,
-                                        getattr(args, "eval_eigen_to_benchmark", False))
+        external = external_disparities(args.ext_disp_to_eval, test_sets, args)
     else:
         if not args.load_weights_folder:
             raise SystemExit("give --load_weights_folder (or --ext_disp_to_eval)")

@@ -119,6 +119,12 @@ class KittiSplit(TestSet):
             cv2.imwrite(os.path.join(out_dir, f"{i:010d}.png"), np.uint16(depth * 256))
         print(f"-> No ground truth for the benchmark split; predictions saved to {out_dir}")
 
+    def external_name(self, args):
+        # --eval_eigen_to_benchmark: eigen's predictions, re-indexed by external_predictions
+        if args.eval_eigen_to_benchmark and self.name == "eigen_benchmark":
+            return "eigen"
+        return self.name
+
     def external_predictions(self, disps, args):
         if args.eval_eigen_to_benchmark and self.name == "eigen_benchmark":
             from options import resolve_split_dir

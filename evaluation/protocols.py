@@ -195,6 +195,11 @@ class TestSet:
         """What to do with predictions when ground_truth() is None (e.g. benchmark files)."""
         raise NotImplementedError
 
+    def external_name(self, args):
+        """The test set whose saved predictions (disps_<name>_split.npy) --ext_disp_to_eval
+        reads for this one."""
+        return self.name
+
     def external_predictions(self, disps, args):
         """Predictions loaded with --ext_disp_to_eval, re-indexed if the set needs it."""
         return disps
