@@ -303,6 +303,7 @@ def test_reshuffled_depth_is_unpermuted_before_the_losses():
 
 
 # ----------------------------------------------------------------------------- both input paths
+@pytest.mark.slow  # several Trainers (the suite's time budget)
 def test_fast_path_views_match_the_default_path(static_world, tmp_path):
     """The same items through the fast path (frames cached at the network size, views made
     on the device): identical metadata and reshuffle view; the zoomed view differs only by
@@ -326,6 +327,7 @@ def test_fast_path_views_match_the_default_path(static_world, tmp_path):
         assert d < 0.03
 
 
+@pytest.mark.slow  # several Trainers (the suite's time budget)
 def test_training_with_both_views_on_both_paths(static_world, tmp_path):
     split = os.path.join(static_world.out, "splits", "synthetic")
     for name, extra in (("default", []), ("fast", ["--fast_loader"])):
@@ -390,6 +392,7 @@ def bde_run(static_world, tmp_path_factory):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.mark.slow  # several Trainers (the suite's time budget)
 def test_resume_inside_epoch_one_reproduces_the_losses(bde_run, static_world, tmp_path):
     """SIGKILL inside epoch 1, then --resume: the views (drawn from (seed, epoch, index)) and
     so every later loss term equal the uninterrupted run's."""

@@ -266,6 +266,7 @@ def trained(static_world, tmp_path_factory):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.mark.slow  # trains two small models (the suite's time budget)
 @pytest.mark.parametrize("encoder", ["hrnet18", "resnet_context"])
 def test_six_level_encoders_train_with_the_grid_decoder(trained, encoder):
     trainer, folder = trained[encoder]
@@ -283,6 +284,7 @@ def test_six_level_encoders_train_with_the_grid_decoder(trained, encoder):
     assert (saved["encoder"], saved["depth_decoder"], saved["scales"]) == (encoder, "grid", [0])
 
 
+@pytest.mark.slow  # trains two small models (the suite's time budget)
 @pytest.mark.parametrize("encoder", ["hrnet18", "resnet_context"])
 def test_weight_folder_rebuilds_for_inference(trained, encoder):
     from methods import load_for_inference
@@ -296,6 +298,7 @@ def test_weight_folder_rebuilds_for_inference(trained, encoder):
     assert ours.shape == (1, 1, 64, 192) and torch.allclose(ours, theirs, atol=1e-6)
 
 
+@pytest.mark.slow  # trains two small models (the suite's time budget)
 def test_test_simple_and_evaluate_depth_load_a_grid_model(trained, static_world, tmp_path):
     import evaluate_depth
     import test_simple
@@ -317,6 +320,7 @@ def test_test_simple_and_evaluate_depth_load_a_grid_model(trained, static_world,
     assert metrics["num_images"] == 4 and 0 < metrics["abs_rel"] < 2 and 0 <= metrics["a1"] <= 1
 
 
+@pytest.mark.slow  # trains two small models (the suite's time budget)
 # ------------------------------------------------------------------ C29: test_video.py
 def test_video_has_every_frame_in_name_order(trained, tmp_path):
     import cv2
@@ -366,6 +370,7 @@ def test_video_has_every_frame_in_name_order(trained, tmp_path):
     assert np.allclose([f[:64].mean() / 255 for f in read], levels, atol=0.03)
 
 
+@pytest.mark.slow  # trains two small models (the suite's time budget)
 def test_video_errors_name_the_problem(trained, tmp_path, monkeypatch, capsys):
     import cv2
     from PIL import Image
