@@ -4,10 +4,8 @@ training with both augmentations."""
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -24,7 +22,7 @@ from losses import ReprojectionLoss, scale_invariant_log
 from methods import build_method
 from options import MonodepthOptions
 from tests.helpers.batch import fake_batch
-from tests.helpers.cli import ROOT, evaluate_folder, small_split
+from tests.helpers.cli import ROOT, evaluate_folder, kill_after_steps, small_split, train_steps
 from trainer import Trainer
 
 H, W = 96, 320
@@ -376,11 +374,6 @@ def _train_args(world, log_dir, *extra):
             "--log_frequency", "1000", "--no_progress", "--no_cuda", "--keep_weights", "1", *extra]
 
 
-def _steps(log_dir):
-    with open(log_dir / "m" / "train_steps.jsonl") as f:
-        return {r["step"]: r for r in map(json.loads, f.read().splitlines())}
-
-
 @pytest.fixture(scope="module")
 def bde_run(static_world, tmp_path_factory):
     """Two deterministic epochs of the ResNet-18 recipe (context conv, grid decoder, both views)."""
@@ -398,27 +391,19 @@ def test_resume_inside_epoch_one_reproduces_the_losses(bde_run, static_world, tm
     so every later loss term equal the uninterrupted run's."""
     trainer, ref_dir = bde_run
     assert trainer.opt.encoder == "resnet_context" and trainer.opt.depth_decoder == "grid"
-    ref = _steps(ref_dir)
+    ref = train_steps(ref_dir)
     per_epoch = len(trainer.train_loader)
     total = 2 * per_epoch
     for rec in ref.values():
         assert set(rec["terms"]) == {"reprojection", "smoothness", "consistency"}
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "train.py", *_train_args(static_world, run_dir, "--deterministic", "--state_frequency", "1")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = run_dir / "m" / "train_steps.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if log.exists() and len(log.read_text().splitlines()) >= per_epoch + 1:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    args = _train_args(static_world, run_dir, "--deterministic", "--state_frequency", "1")
+    kill_after_steps(args, run_dir, per_epoch + 1)
     resumed = Trainer(MonodepthOptions().parse(["--resume", "--log_dir", str(run_dir), "--model_name", "m"]))
     k = resumed.step
     assert per_epoch <= k < total, (k, per_epoch)
     resumed.train()
-    after = _steps(run_dir)
+    after = train_steps(run_dir)
     for s in range(k, total):
         for name, value in ref[s]["terms"].items():
             assert after[s]["terms"][name] == pytest.approx(value, rel=1e-6, abs=1e-8), (s, name)

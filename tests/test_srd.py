@@ -1,13 +1,10 @@
 """SRD: the offset-refinement decoder, the teacher snapshot, the geometric filter and the
 distillation loss (the spec's checks C1-C10), the optimiser recipe, resume with the teacher,
 and evaluation / prediction of an SRD weight folder with the baseline's commands."""
-import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -19,7 +16,7 @@ from layers import multiview_consistency
 from methods.srd import distillation_loss, distillation_mask
 from networks.srd_decoder import SRDDecoder, resample_with_offsets
 from options import MonodepthOptions
-from tests.helpers.cli import evaluate_folder, small_split
+from tests.helpers.cli import evaluate_folder, kill_after_steps, small_split, train_steps
 from trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -356,14 +353,6 @@ def _train_args(world, log_dir, *extra):
             "--pose_model_type", "shared", *extra]
 
 
-def _steps(log_dir):
-    by_step = {}
-    for line in (log_dir / "m" / "train_steps.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        by_step[rec["step"]] = rec
-    return by_step
-
-
 @pytest.fixture(scope="module")
 def srd_run(static_world, tmp_path_factory):
     """Three deterministic epochs of SRD on the static world, with a state after every step."""
@@ -383,7 +372,7 @@ def test_training_groups_schedule_and_distillation_from_epoch_one(srd_run):
     # after 3 epochs: x0.9 per epoch on both groups (the LR of the step after the last one)
     assert groups[0]["lr"] == pytest.approx(1e-4 * 0.9 ** 3, rel=1e-6)
     assert groups[1]["lr"] == pytest.approx(1e-4 * 0.9 ** 3, rel=1e-6)
-    steps = _steps(log_dir)
+    steps = train_steps(log_dir)
     per_epoch = len(trainer.train_loader)
     assert per_epoch == ITEMS_PER_EPOCH // 2
     for s, rec in steps.items():
@@ -403,26 +392,18 @@ def test_training_groups_schedule_and_distillation_from_epoch_one(srd_run):
 
 def test_resume_inside_epoch_two_reproduces_the_losses_with_the_teacher(srd_run, static_world, tmp_path):
     trainer, ref_dir = srd_run
-    ref = _steps(ref_dir)
+    ref = train_steps(ref_dir)
     per_epoch = len(trainer.train_loader)
     total = 3 * per_epoch
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "train.py", *_train_args(static_world, run_dir, "--deterministic", "--state_frequency", "1")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = run_dir / "m" / "train_steps.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if log.exists() and len(log.read_text().splitlines()) >= 2 * per_epoch + 2:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    args = _train_args(static_world, run_dir, "--deterministic", "--state_frequency", "1")
+    kill_after_steps(args, run_dir, 2 * per_epoch + 2)
     resumed = Trainer(MonodepthOptions().parse(["--resume", "--log_dir", str(run_dir), "--model_name", "m"]))
     k = resumed.step
     assert 2 * per_epoch < k < total, (k, per_epoch)  # inside epoch 2, with a teacher from epoch 1
     assert resumed.method.teacher is not None and resumed.method.teacher_epoch == 1
     resumed.train()
-    after = _steps(run_dir)
+    after = train_steps(run_dir)
     for s in range(k, total):
         assert after[s]["loss"] == pytest.approx(ref[s]["loss"], rel=1e-6, abs=1e-7), s
         assert after[s]["terms"]["distillation"] == pytest.approx(ref[s]["terms"]["distillation"], rel=1e-6), s

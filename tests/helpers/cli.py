@@ -30,3 +30,25 @@ def small_split(world, folder, n_train, n_val=2):
         with open(os.path.join(folder, name), "w") as f:
             f.write("\n".join(lines) + "\n")
     return str(folder)
+
+
+def train_steps(log_dir, model_name="m"):
+    """{step: record} of a run's train_steps.jsonl."""
+    with open(os.path.join(str(log_dir), model_name, "train_steps.jsonl")) as f:
+        return {r["step"]: r for r in map(json.loads, f.read().splitlines())}
+
+
+def kill_after_steps(train_args, log_dir, steps, model_name="m", timeout=300):
+    """Run train.py with train_args and SIGKILL it once its train_steps.jsonl has `steps` lines."""
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "train.py", *train_args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    log = os.path.join(str(log_dir), model_name, "train_steps.jsonl")
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(log) and len(open(log).read().splitlines()) >= steps:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
