@@ -56,10 +56,35 @@ def parse_args(argv=None):
     for test_set in TEST_SETS.values():
         test_set.add_options(p)
     args, unknown = p.parse_known_args(argv)
+    args.method_overrides, unknown = method_inference_options(args.load_weights_folder, unknown)
     ignored = ignorable_training_flags(unknown)
     if ignored:
         print(f"-> ignored (the model's options come from its weight folder): {' '.join(ignored)}")
     return args
+
+
+def method_inference_options(folder, unknown):
+    """The options the folder's method accepts at inference (Method.inference_options, e.g.
+    ManyDepth's --eval_teacher) -> ({name: value}, the flags left over)."""
+    if not folder or not unknown:
+        return {}, unknown
+    from methods import method_class
+    from methods.base import folder_options
+    from options import build_parser
+    saved = folder_options(os.path.expanduser(folder)) if os.path.isdir(os.path.expanduser(folder)) else None
+    cls = method_class((saved or {}).get("method") or "monodepth2")
+    if not cls.inference_options:
+        return {}, unknown
+    full = build_parser(cls)
+    p = argparse.ArgumentParser(add_help=False)
+    for action in full._actions:
+        if action.dest in cls.inference_options:
+            p._add_action(action)
+    known, rest = p.parse_known_args(unknown)
+    given = {k: v for k, v in vars(known).items() if v != full.get_default(k)}
+    if given:
+        print(f"-> {cls.__name__} inference options: " + ", ".join(f"{k}={v}" for k, v in given.items()))
+    return given, rest
 
 
 def ignorable_training_flags(unknown):
@@ -91,23 +116,34 @@ def post_process_disparity(l_disp, r_disp):
     return r_mask * l_disp + l_mask * r_disp + (1.0 - l_mask - r_mask) * m_disp
 
 
-def predict_disparities(method, dataset, device, batch_size=16, num_workers=4, post_process=False, progress=True):
+def predict_disparities(method, dataset, device, batch_size=16, num_workers=4, post_process=False, progress=True,
+                        variants=None):
     """Inverse depth N x h x w of every item of `dataset` (method.predict on the frames it
-    declares); post_process adds the mirrored pass (every frame mirrored)."""
+    declares); post_process adds the mirrored pass (every frame mirrored). variants: a
+    dict that receives the inverse depth of each of the method's other outputs
+    (predict()'s "variants", e.g. a multi-frame method's single-frame network)."""
     loader = DataLoader(dataset, batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda", drop_last=False)
-    disps = []
+    disps, extra = [], {}
+
+    def blended(disp):
+        if post_process:
+            n = disp.shape[0] // 2
+            disp = post_process_disparity(disp[:n], disp[n:, :, ::-1])
+        return disp
+
     with torch.no_grad():
         for data in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
             inputs = {k: v.to(device) for k, v in data.items() if torch.is_tensor(v)}
             if post_process:  # one pass over the images and their mirrors
                 mirrored = mirror_inputs(inputs)
                 inputs = {k: torch.cat([v, mirrored[k]]) for k, v in inputs.items()}
-            disp = inverse_depth(method.predict(inputs))
-            if post_process:
-                n = disp.shape[0] // 2
-                disp = post_process_disparity(disp[:n], disp[n:, :, ::-1])
-            disps.append(disp)
+            prediction = method.predict(inputs)
+            disps.append(blended(inverse_depth(prediction)))
+            for name, depth in prediction.get("variants", {}).items():
+                extra.setdefault(name, []).append(blended(inverse_depth({"depth": depth})))
+    if variants is not None:
+        variants.update({name: np.concatenate(v) for name, v in extra.items()})
     return np.concatenate(disps)
 
 
@@ -191,6 +227,29 @@ def check_frames(test_sets, frames):
                          "leave its path out")
 
 
+def score(args, test_set, disps, out_dir, output=None):
+    """One table (and JSON record) for one output of the model on one test set."""
+    gts = test_set.ground_truth()
+    if gts is None:
+        test_set.without_ground_truth(disps, out_dir)
+        return None
+    if len(gts) != len(disps):
+        raise SystemExit(f"{len(disps)} predictions but {len(gts)} ground-truth maps for {test_set.name}")
+    what = f", output: {output}" if output else ""
+    print(f"\n-> {test_set.name} ({len(disps)} images, protocol {test_set.protocol.name}{what})")
+    factor, median = scaling(args, test_set)
+    metrics, ratios = test_set.protocol.evaluate(disps, gts, factor, median, test_set.extra_masks())
+    result = {"split": test_set.name, "protocol": test_set.protocol.name, "num_images": int(len(disps))}
+    if output:
+        result["output"] = output
+    if median and len(ratios):
+        med = np.median(ratios)
+        print(f" Scaling ratios | med: {med:0.3f} | std: {np.std(ratios / med):0.3f}")
+        result.update(ratio_median=float(med), ratio_std=float(np.std(ratios / med)))
+    print_table(metrics, test_set.protocol.metric_names)
+    return {**result, **metrics}
+
+
 def evaluate(args):
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     test_sets = [s for cls in TEST_SETS.values() for s in cls.from_args(args)]
@@ -204,6 +263,7 @@ def evaluate(args):
             raise SystemExit("give --load_weights_folder (or --ext_disp_to_eval)")
         from methods import load_for_inference
         overrides = {k: getattr(args, k) for k in ("num_layers", "min_depth", "max_depth") if getattr(args, k)}
+        overrides.update(getattr(args, "method_overrides", {}))
         method = load_for_inference(args.load_weights_folder, device, **overrides)
         use_stereo = method.trained_with_stereo
         check_frames(test_sets, method.inference_frames)
@@ -216,35 +276,27 @@ def evaluate(args):
     out_dir = args.eval_out_dir or args.load_weights_folder or "."
     results = []
     for index, test_set in enumerate(test_sets):
+        variants = {}
         if method is None:
             print(f"-> Loading predictions from {external[index]}")
             disps = test_set.external_predictions(np.load(external[index]), args)
         else:
             dataset = test_set.dataset(method.opt.height, method.opt.width, method.inference_frames)
+            dataset.missing_frames = type(method).missing_frames(method.opt, training=False)
             disps = predict_disparities(method, dataset, device, args.batch_size, args.num_workers,
-                                        args.post_process)
-        if args.save_pred_disps:
-            path = os.path.join(out_dir, f"disps_{test_set.name}_split.npy")
-            np.save(path, disps)
-            print(f"-> Saved predicted disparities to {path}")
-        if args.no_eval:
-            continue
-        gts = test_set.ground_truth()
-        if gts is None:
-            test_set.without_ground_truth(disps, out_dir)
-            continue
-        if len(gts) != len(disps):
-            raise SystemExit(f"{len(disps)} predictions but {len(gts)} ground-truth maps for {test_set.name}")
-        print(f"\n-> {test_set.name} ({len(disps)} images, protocol {test_set.protocol.name})")
-        factor, median = scaling(args, test_set)
-        metrics, ratios = test_set.protocol.evaluate(disps, gts, factor, median, test_set.extra_masks())
-        result = {"split": test_set.name, "protocol": test_set.protocol.name, "num_images": int(len(disps))}
-        if median and len(ratios):
-            med = np.median(ratios)
-            print(f" Scaling ratios | med: {med:0.3f} | std: {np.std(ratios / med):0.3f}")
-            result.update(ratio_median=float(med), ratio_std=float(np.std(ratios / med)))
-        print_table(metrics, test_set.protocol.metric_names)
-        results.append({**result, **metrics})
+                                        args.post_process, variants=variants)
+        outputs = [(getattr(method, "output_name", None), disps)] + list(variants.items())
+        for output, output_disps in outputs:
+            suffix = f"_{output}" if output and output_disps is not disps else ""
+            if args.save_pred_disps:
+                path = os.path.join(out_dir, f"disps_{test_set.name}_split{suffix}.npy")
+                np.save(path, output_disps)
+                print(f"-> Saved predicted disparities to {path}")
+            if args.no_eval:
+                continue
+            result = score(args, test_set, output_disps, out_dir, output)
+            if result is not None:
+                results.append(result)
     if args.output_json and results:
         with open(args.output_json, "w") as f:
             json.dump(results[0] if len(results) == 1 else {"results": results}, f, indent=1)

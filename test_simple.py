@@ -3,6 +3,13 @@
     python test_simple.py --image_path assets/test_image.jpg --model_name mono+stereo_640x192
     python test_simple.py --image_path assets/test_image.jpg --load_weights_folder W
     python test_simple.py --image_path DIR --ext png --load_weights_folder W --save_npy --output_dir OUT
+    python test_simple.py --image_path FRAME --source_image_path PREVIOUS --load_weights_folder W
+
+A multi-frame model (ManyDepth, MISM) reads its other frames too: in a folder, the
+neighbours in name order (the first image has no previous frame: the model's missing-frame
+policy applies, ManyDepth runs single-frame there); for one image, --source_image_path
+gives the previous frame. K: --intrinsics_json_path (normalised 3 x 3, as ManyDepth's), else
+KITTI's average intrinsics.
 
 The model is rebuilt from the weight folder alone (opt.json, or a monodepth2 folder), or
 is a released model fetched by name (model_zoo.py). Writes <name>_disp.jpeg (magma,
@@ -42,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--save_npy", action="store_true", help="also write the disparity as .npy")
     p.add_argument("--pred_metric_depth", action="store_true",
                    help="write metric depth (x5.4, stereo-trained models) as <name>_depth.npy")
+    p.add_argument("--source_image_path", help="multi-frame models: the previous frame of --image_path (one image)")
+    p.add_argument("--intrinsics_json_path", help="multi-frame models: a JSON normalised 3 x 3 K "
+                   "(row 0 divided by the width, row 1 by the height); default KITTI's")
     p.add_argument("--batch_size", type=int, default=8, help="images per forward pass")
     p.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
     return p.parse_args(argv)
@@ -59,9 +69,10 @@ def list_images(path, ext):
     raise SystemExit(f"--image_path {path}: no such file or folder")
 
 
-def load_model(args, device, script="test_simple.py"):
+def load_model(args, device, script="test_simple.py", multi_frame=False):
     """The method of --load_weights_folder or --model_name (--num_layers for a monodepth2
-    folder without opt.json), in eval mode on `device`; it must predict from single frames."""
+    folder without opt.json), in eval mode on `device`; it must predict from single frames
+    unless the script feeds other frames (multi_frame)."""
     from methods import load_for_inference
     folder = args.load_weights_folder
     if args.model_name:
@@ -69,7 +80,7 @@ def load_model(args, device, script="test_simple.py"):
         folder = released_model(args.model_name)
     method = load_for_inference(folder, device,
                                 **({"num_layers": args.num_layers} if args.num_layers else {}))
-    if tuple(method.inference_frames) != (0,):
+    if tuple(method.inference_frames) != (0,) and not multi_frame:
         raise SystemExit(f"{type(method).__name__} needs frames {list(method.inference_frames)} per prediction; "
                          f"{script} predicts from single images: use evaluate_depth.py")
     return method
@@ -83,20 +94,99 @@ def network_input(method, images, device):
     return torch.stack([to_tensor(resize(im)) for im in images]).to(device)
 
 
-def predict_disparity(method, batch):
-    """B x 3 x h x w in [0, 1] -> (scaled disparity, depth), each B x 1 x h x w."""
-    prediction = method.predict({("color", 0, 0): batch})
+def predict_disparity(method, batch, others=None):
+    """B x 3 x h x w in [0, 1] -> (scaled disparity, depth), each B x 1 x h x w. others: the
+    rest of a multi-frame model's inputs (see multi_frame_inputs)."""
+    prediction = method.predict({("color", 0, 0): batch, **(others or {})})
     depth = prediction["depth"]
     return prediction.get("disp", 1 / depth), depth
+
+
+def read_intrinsics(path):
+    """Normalised 4 x 4 K from a JSON 3 x 3 (or KITTI's average when path is None)."""
+    from datasets.kitti_dataset import KITTI_K
+    if path is None:
+        return KITTI_K.copy()
+    import json
+    try:
+        with open(path) as f:
+            K3 = np.array(json.load(f), dtype=np.float32)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--intrinsics_json_path {path}: cannot read a 3 x 3 JSON array ({e})") from None
+    if K3.shape != (3, 3) or K3[0, 0] > 10:
+        raise SystemExit(f"--intrinsics_json_path {path}: expected a normalised 3 x 3 K (fx/width ~ 0.6), "
+                         f"got {K3.tolist()}")
+    K = np.eye(4, dtype=np.float32)
+    K[:3, :3] = K3
+    return K
+
+
+def multi_frame_inputs(method, frames, missing, K, device):
+    """frames: {f: B x 3 x h x w} for the model's other frames, missing: {f: B flags} ->
+    the batch entries a multi-frame model reads: ("color", f, 0), ("missing", f) and K /
+    inv_K at every scale up to the matching scale (1/4)."""
+    from datasets.mono_dataset import MATCHING_SCALE
+    out = {}
+    for f, image in frames.items():
+        out[("color", f, 0)] = image
+        out[("missing", f)] = missing[f].to(device)
+    b = next(iter(frames.values())).shape[0]
+    for s in range(MATCHING_SCALE + 1):
+        Ks = K.copy()
+        Ks[0, :] *= method.opt.width // 2 ** s
+        Ks[1, :] *= method.opt.height // 2 ** s
+        out[("K", s)] = torch.from_numpy(Ks)[None].repeat(b, 1, 1).to(device)
+        out[("inv_K", s)] = torch.from_numpy(np.linalg.pinv(Ks))[None].repeat(b, 1, 1).to(device)
+    return out
+
+
+def neighbour_frames(method, paths, start, count, sources, device):
+    """The other frames of images paths[start:start+count] in name order (or the one
+    --source_image_path), with the model's missing-frame policy at the ends."""
+    policy = type(method).missing_frames(method.opt, training=False)
+    frames, missing = {}, {}
+    for f in method.inference_frames:
+        if f == 0:
+            continue
+        images, flags = [], []
+        for i in range(start, start + count):
+            j = i + f
+            path = sources.get(f) if sources else (paths[j] if 0 <= j < len(paths) else None)
+            if path is None and policy == "error":
+                raise SystemExit(f"{paths[i]} has no frame {f} (give a folder of consecutive frames or "
+                                 "--source_image_path)")
+            image = pil.open(path or paths[i]).convert("RGB")
+            images.append(image)
+            flags.append(0.0 if path else 1.0)
+        batch = network_input(method, images, device)
+        flag = torch.tensor(flags)
+        if policy == "black":
+            batch = batch * (1 - flag.to(device)).view(-1, 1, 1, 1)
+        frames[f], missing[f] = batch, flag
+    return frames, missing
 
 
 def main(argv=None):
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
-    method = load_model(args, device)
+    method = load_model(args, device, multi_frame=True)
+    multi = tuple(method.inference_frames) != (0,)
+    sources = {}
+    if args.source_image_path:
+        if not multi:
+            raise SystemExit("--source_image_path is for multi-frame models; this model reads single images")
+        if not os.path.isfile(args.source_image_path):
+            raise SystemExit(f"--source_image_path {args.source_image_path}: no such file")
+        sources = {-1: args.source_image_path}
+    K = read_intrinsics(args.intrinsics_json_path) if multi else None
     if args.pred_metric_depth and not method.opt.use_stereo:
         print("-> warning: this model was trained without stereo; its depth is not metric")
     paths = list_images(args.image_path, args.ext)
+    if sources and len(paths) != 1:
+        raise SystemExit("--source_image_path goes with one --image_path image")
+    if multi:
+        print(f"-> {type(method).__name__} reads frames {list(method.inference_frames)}"
+              + ("" if sources else " (neighbours in name order)"))
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
     written = []
@@ -105,7 +195,11 @@ def main(argv=None):
                           disable=len(paths) <= args.batch_size):
             batch_paths = paths[start:start + args.batch_size]
             images = [pil.open(p).convert("RGB") for p in batch_paths]
-            disp, depth = predict_disparity(method, network_input(method, images, device))
+            others = None
+            if multi:
+                frames, missing = neighbour_frames(method, paths, start, len(batch_paths), sources, device)
+                others = multi_frame_inputs(method, frames, missing, K, device)
+            disp, depth = predict_disparity(method, network_input(method, images, device), others)
             for k, (path, image) in enumerate(zip(batch_paths, images)):
                 w0, h0 = image.size
                 resized = F.interpolate(disp[k:k + 1], (h0, w0), mode="bilinear", align_corners=False)[0, 0]

@@ -170,6 +170,7 @@ class Trainer:
                                         targets=method_class(opt.method).item_targets(opt), seed=opt.seed,
                                         augmentations=method_class(opt.method).item_augmentations(opt))
         dataset.skip_bad_items = opt.skip_bad_items
+        dataset.missing_frames = method_class(opt.method).missing_frames(opt, is_train)
         return dataset
 
     def _build_loaders(self):

@@ -3,7 +3,10 @@
 An item is a dict keyed as monodepth2 does:
   ("color", f, s), ("color_aug", f, s): 3 x H/2^s x W/2^s in [0, 1] for frame ids f
       (0, -1, 1, ..., and "s" for the other stereo view) and scales s;
-  ("K", s), ("inv_K", s): 4 x 4 intrinsics at scale s;
+  ("K", s), ("inv_K", s): 4 x 4 intrinsics at scale s (and always at scale 2, the
+      matching scale of the multi-frame methods, whatever the scales are);
+  ("missing", f): 1.0 where frame f does not exist (the start or end of a sequence) and
+      was replaced by the missing-frame policy, else 0.0 (only when a policy is set);
   "stereo_T": 4 x 4 transform into the other stereo camera (with "s");
   "depth_gt": 1 x 375 x 1242 (where the dataset has ground truth);
   plus the image-aligned targets a method asks for (ItemTarget, e.g. Depth Hints' hints).
@@ -33,6 +36,11 @@ STEREO_BASELINE = 0.1  # training units; KITTI's 0.54 m baseline, hence x5.4 to 
 OTHER_SIDE = {"r": "l", "l": "r", "2": "3", "3": "2"}
 INPUT_PATHS = ("default", "fast", "encoded")
 MAX_SKIPPED_IN_A_ROW = 100  # --skip_bad_items gives up (and reports) after this many
+MATCHING_SCALE = 2  # K / inv_K are always given at 1/4 resolution (cost volumes match there)
+# what a missing neighbour frame (sequence start or end) becomes: "error" (refuse the item),
+# "duplicate" (the target frame, MISM) or "black" (a black image, ManyDepth); the item's
+# ("missing", f) flag tells the method, which may then zero its pose
+MISSING_FRAME_POLICIES = ("error", "duplicate", "black")
 
 
 class UnreadableFileError(OSError):
@@ -108,6 +116,7 @@ class MonoDataset(data.Dataset):
         self.seed = seed
         self.errors_as_items = False  # set by the Trainer: see __getitem__
         self.skip_bad_items = False
+        self.missing_frames = "error"  # one of MISSING_FRAME_POLICIES (set by the Trainer / evaluation)
         self.augmentations = (default_augmentations() if augmentations is None else list(augmentations)) \
             if is_train else []
         self.to_tensor = transforms.ToTensor()
@@ -153,7 +162,7 @@ class MonoDataset(data.Dataset):
     def intrinsics_pyramid(self, K):
         """("K", s) and ("inv_K", s): the normalised K scaled to each level's pixels."""
         out = {}
-        for scale in range(self.num_scales):
+        for scale in range(max(self.num_scales, MATCHING_SCALE + 1)):
             Ks = K.copy()
             Ks[0, :] *= self.width // (2 ** scale)
             Ks[1, :] *= self.height // (2 ** scale)
@@ -236,13 +245,40 @@ class MonoDataset(data.Dataset):
             return frame_index, OTHER_SIDE[side]
         return frame_index + f, side
 
+    def frame_exists(self, folder, frame_index, side):
+        """Whether a neighbour frame exists (asked only under a missing-frame policy)."""
+        try:
+            return os.path.isfile(self.get_image_path(folder, frame_index, side))
+        except NotImplementedError:  # datasets whose frames always come together
+            return True
+
+    def resolve_missing(self, folder, frame_index, side, sources):
+        """-> (sources with missing temporal neighbours replaced by the target frame,
+        {f: 1.0 if missing}) under self.missing_frames; "error" changes nothing (the
+        loader then reports the missing file)."""
+        if self.missing_frames not in MISSING_FRAME_POLICIES:
+            raise ValueError(f"missing-frame policy {self.missing_frames!r}: use one of {MISSING_FRAME_POLICIES}")
+        if self.missing_frames == "error":
+            return sources, {}
+        missing = {}
+        for f, (frame, frame_side) in sources.items():
+            if f in (0, "s"):
+                continue
+            missing[f] = 0.0 if self.frame_exists(folder, frame, frame_side) else 1.0
+            if missing[f]:
+                sources[f] = (frame_index, side)
+        return sources, missing
+
     # --- the one item builder
     def _item(self, index, epoch):
         params = sample_augmentations(self.augmentations, self.item_rng(index, epoch))
         active = [(aug, params[aug.name]) for aug in self.augmentations if params[aug.name] is not None]
         folder, frame_index, side = self.parse_line(index)
         sources = {f: self.frame_source(frame_index, side, f) for f in self.frame_ids}
+        sources, missing = self.resolve_missing(folder, frame_index, side, sources)
+        black = {f for f, m in missing.items() if m and self.missing_frames == "black"}
         item = self.camera_entries(folder, side, active)
+        item.update({("missing", f): torch.tensor(m) for f, m in missing.items()})
         if self.fast:  # frames at the network size; the device finishes the augmentations
             for f, (frame, frame_side) in sources.items():
                 image = load_resized_image(self, folder, frame, frame_side)
@@ -255,6 +291,8 @@ class MonoDataset(data.Dataset):
         else:  # native frames, augmented here, then the pyramid
             images = {("color", f, -1): self.get_color(folder, frame, frame_side, False)
                       for f, (frame, frame_side) in sources.items()}
+            for f in black:
+                images[("color", f, -1)] = Image.new("RGB", images[("color", f, -1)].size)
             targets = self.load_targets(folder, frame_index, side)
             for aug, p in active:
                 if aug.stage == "geometric":
@@ -320,6 +358,8 @@ class MonoDataset(data.Dataset):
         images = {}
         for f in self.frame_ids:
             images[("color", f, 0)] = batch.pop(("color_u8", f)).float() / 255
+            if self.missing_frames == "black" and ("missing", f) in batch:  # the target stood in for it
+                images[("color", f, 0)] = images[("color", f, 0)] * (1 - batch[("missing", f)].view(-1, 1, 1, 1))
         for aug in self.augmentations:
             if aug.stage == "geometric":
                 aug.apply_batch(images, params[aug.name], list(images))

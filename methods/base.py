@@ -35,6 +35,9 @@ class Method(nn.Module):
     inference_models = ("encoder", "depth")  # weight files predict() needs
     depth_scale = None  # validation scaling: None = per-image median; a number = fixed factor
     find_unused_parameters = False  # DDP: True when some networks skip steps (e.g. frozen phases)
+    # options evaluate_depth.py accepts for this method (e.g. ManyDepth's --eval_teacher); they
+    # override the weight folder's options at inference
+    inference_options = ()
 
     def __init__(self, opt):
         super().__init__()
@@ -57,6 +60,13 @@ class Method(nn.Module):
         """Extra image-aligned targets each item must carry (datasets.mono_dataset.ItemTarget);
         a class method, so that the data is checked before any network is built."""
         return []
+
+    @classmethod
+    def missing_frames(cls, opt, training):
+        """What a neighbour frame beyond the start or end of a sequence becomes in training
+        (training=True) or in validation / evaluation items: "error", "duplicate" (the
+        target frame) or "black"; the item then flags it as ("missing", f)."""
+        return "error"
 
     @classmethod
     def item_augmentations(cls, opt):
@@ -108,7 +118,10 @@ class Method(nn.Module):
     def predict(self, inputs):
         """inputs: ("color", f, 0) B x 3 x H x W in [0, 1] for f in inference_frames (plus
         ("K", s) / ("inv_K", s) where a method needs them) -> {"depth": B x 1 x H x W,
-        "disp": 1 / depth, ...}. Depth is in the method's training units."""
+        "disp": 1 / depth, ...}. Depth is in the method's training units. A method with
+        more than one output worth scoring (a multi-frame network and its single-frame
+        network) adds "variants": {name: B x 1 x H x W depth}; evaluate_depth.py scores each
+        in its own table."""
         raise NotImplementedError
 
     # --- weights in monodepth2's folder format

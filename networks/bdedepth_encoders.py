@@ -3,11 +3,14 @@
 
     --encoder hrnet18         HRNet-W18 (timm's hrnet_w18): [64, 64, 18, 36, 72, 144]
     --encoder resnet_context  ResNet---num_layers: [64, 64, 64, 128, 256, 512] for 18 layers
+    --encoder hrnet18_raw     RA-Depth's / MISM's HRNet-W18: no context branch, raw [0, 1]
+                              input: five features [64, 18, 36, 72, 144] at strides 2..32
 
-Only the grid decoder (--depth_decoder grid) takes six levels. Parameter names follow
-BDEdepth's checkpoints: the HRNet under `encoder.` (timm's names are those of the official
-HRNet-Image-Classification files) with `context_conv` / `context_bn`; the ResNet under
-`encoder.` (torchvision) with `conv1` / `bn1` for the context branch.
+Only the grid decoder (--depth_decoder grid) takes six levels; hrnet18_raw feeds the MSF
+decoder (--depth_decoder msf). Parameter names follow BDEdepth's checkpoints: the HRNet under
+`encoder.` (timm's names are those of the official HRNet-Image-Classification files) with
+`context_conv` / `context_bn`; the ResNet under `encoder.` (torchvision) with `conv1` / `bn1`
+for the context branch. MISM's `s_encoder.pth` holds the official names without a prefix.
 """
 import os
 
@@ -96,12 +99,17 @@ class HRNet18Encoder(nn.Module):
     (72, /16), (144, /32)]: the stem is relu(bn1(conv1(x))); the branches are the raw
     outputs of the last stage (no classification-head "incre" modules).
 
+    context_branch=False drops the context convolution (5 features from the stem on, no
+    `context_conv` / `context_bn` parameters); normalize=False feeds the raw [0, 1] image
+    (RA-Depth's and MISM's SNet encoder, --encoder hrnet18_raw).
+
     The high-resolution modules sum their branches after bilinear (align_corners=True)
     upsampling, as BDEdepth's HRNet does (timm and the official classifier use nearest).
     """
 
-    def __init__(self, weights_file=None, hub_pretrained=False):
+    def __init__(self, weights_file=None, hub_pretrained=False, context_branch=True, normalize=True):
         super().__init__()
+        self.context_branch, self.normalize = context_branch, normalize
         import timm
         try:
             self.encoder = timm.create_model("hrnet_w18", pretrained=hub_pretrained, features_only=True,
@@ -118,17 +126,23 @@ class HRNet18Encoder(nn.Module):
         if weights_file:
             self.load_report = load_hrnet_imagenet(self.encoder, weights_file)
         stem = self.encoder.feature_info.channels()
-        self.context_conv = nn.Conv2d(3, stem[0], kernel_size=3, stride=1, padding=1, bias=False)
-        self.context_bn = nn.BatchNorm2d(stem[0])
-        _copy_stem(self.context_conv, self.context_bn, self.encoder.conv1, self.encoder.bn1)
-        self.relu = nn.ReLU(inplace=True)
-        self.num_ch_enc = np.array([stem[0]] + list(stem))
-        self.strides = [1] + list(self.encoder.feature_info.reduction())
+        self.num_ch_enc = np.array(list(stem))
+        self.strides = list(self.encoder.feature_info.reduction())
+        if context_branch:
+            self.context_conv = nn.Conv2d(3, stem[0], kernel_size=3, stride=1, padding=1, bias=False)
+            self.context_bn = nn.BatchNorm2d(stem[0])
+            _copy_stem(self.context_conv, self.context_bn, self.encoder.conv1, self.encoder.bn1)
+            self.relu = nn.ReLU(inplace=True)
+            self.num_ch_enc = np.array([stem[0]] + list(stem))
+            self.strides = [1] + self.strides
 
     def forward(self, input_image):
-        x = (input_image - IMAGENET_MEAN) / IMAGENET_STD
+        x = (input_image - IMAGENET_MEAN) / IMAGENET_STD if self.normalize else input_image
+        features = list(self.encoder(x))
+        if not self.context_branch:
+            return features
         context = self.relu(self.context_bn(self.context_conv(x)))
-        return [context] + list(self.encoder(x))
+        return [context] + features
 
 
 class ResnetContextEncoder(ResnetEncoder):
@@ -161,18 +175,31 @@ def _single_image(name, num_input_images):
                          "ResNet (--pose_model_type separate_resnet)")
 
 
-@register_encoder("hrnet18")
-def hrnet18(opt, num_input_images=1):
+def _hrnet18(opt, name, **variant):
     """ImageNet weights (--weights_init pretrained) from --imagenet_weights (the official
     file), else timm's hub weights for hrnet_w18 when they can be fetched."""
-    _single_image("hrnet18", num_input_images)
     weights_file = getattr(opt, "imagenet_weights", None)
     if opt.weights_init != "pretrained":
-        return HRNet18Encoder()
+        return HRNet18Encoder(**variant)
     if weights_file:
-        return HRNet18Encoder(weights_file=weights_file)
-    print("-> hrnet18: no --imagenet_weights file, trying timm's hub weights for hrnet_w18")
-    return HRNet18Encoder(hub_pretrained=True)
+        return HRNet18Encoder(weights_file=weights_file, **variant)
+    print(f"-> {name}: no --imagenet_weights file, trying timm's hub weights for hrnet_w18")
+    return HRNet18Encoder(hub_pretrained=True, **variant)
+
+
+@register_encoder("hrnet18")
+def hrnet18(opt, num_input_images=1):
+    """BDEdepth's: context branch, normalised input; 6 features."""
+    _single_image("hrnet18", num_input_images)
+    return _hrnet18(opt, "hrnet18")
+
+
+@register_encoder("hrnet18_raw")
+def hrnet18_raw(opt, num_input_images=1):
+    """RA-Depth's / MISM's: raw [0, 1] input, no context branch; 5 features
+    [64@/2, 18@/4, 36@/8, 72@/16, 144@/32]. Same weight options as hrnet18."""
+    _single_image("hrnet18_raw", num_input_images)
+    return _hrnet18(opt, "hrnet18_raw", context_branch=False, normalize=False)
 
 
 @register_encoder("resnet_context")

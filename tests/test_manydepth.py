@@ -1,0 +1,284 @@
+"""ManyDepth as a method: sequence starts, matching augmentation, the freeze, trackers,
+training, resume, evaluation and prediction through the baseline's commands (the cost
+volume itself: test_manydepth_networks.py)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from datasets import KITTIRAWDataset
+from methods import build_method
+from options import MonodepthOptions
+from tests.helpers.batch import fake_batch
+from tests.helpers.cli import ROOT, evaluate_folder, kill_after_steps, small_split, train_steps
+from trainer import Trainer
+
+FOLDER = "2000_01_01/2000_01_01_drive_0001_sync"
+TEACHER = ("mono_encoder", "mono_depth", "pose_encoder", "pose")
+
+
+def _opt(*extra):
+    return MonodepthOptions().parse(["--method", "manydepth", "--height", "64", "--width", "192",
+                                     "--weights_init", "scratch", "--batch_size", "2", "--num_depth_bins", "16",
+                                     *extra])
+
+
+# ----------------------------------------------------------------------------- data
+@pytest.mark.parametrize("input_path", ["default", "fast"])
+def test_sequence_start_policies(static_world, input_path, tmp_path):
+    """Frame 0 of a drive has no frame -1: "error" refuses it, "black" gives a black image,
+    "duplicate" the target, each flagged as missing; frame 1 is not flagged."""
+    lines = [f"{FOLDER} 0 l", f"{FOLDER} 1 l"]
+
+    def item(policy, index):
+        ds = KITTIRAWDataset(static_world.out, lines, 64, 192, [0, -1, 1], 1, is_train=False, img_ext=".png",
+                             input_path=input_path, cache_dir=str(tmp_path / "cache") if input_path == "fast" else None)
+        ds.missing_frames = policy
+        out = ds[index]
+        if input_path == "fast":
+            batch = ds.finish_batch({k: v[None] if torch.is_tensor(v) else v for k, v in out.items()}, "cpu")
+            out = {k: v[0] for k, v in batch.items()}
+        return out
+
+    with pytest.raises(FileNotFoundError, match="image not found.*line 1"):
+        item("error", 0)
+    black, dup, inside = item("black", 0), item("duplicate", 0), item("black", 1)
+    assert float(black[("missing", -1)]) == 1.0 and float(black[("missing", 1)]) == 0.0
+    assert black[("color", -1, 0)].abs().max() == 0 and black[("color", 1, 0)].mean() > 0.05
+    assert torch.equal(dup[("color", -1, 0)], dup[("color", 0, 0)]) and float(dup[("missing", -1)]) == 1.0
+    assert float(inside[("missing", -1)]) == 0.0
+    assert not torch.equal(inside[("color", -1, 0)], inside[("color", 0, 0)])
+    # K at the matching scale (1/4) whatever the number of scales
+    K2 = black[("K", 2)]
+    assert K2[0, 0] == pytest.approx(0.58 * 48) and K2[1, 2] == pytest.approx(0.5 * 16)
+
+
+# ----------------------------------------------------------------------------- method
+def test_matching_augmentation_fractions_and_masks():
+    """8.8: about a quarter static and a quarter zero-pose samples, each with an all-zero
+    multi-frame reprojection mask (so the consistency loss covers the whole image)."""
+    torch.manual_seed(0)
+    opt = _opt("--batch_size", "16")
+    method = build_method(opt).train()
+    inputs = fake_batch(opt, b=16)
+    counts = np.zeros(2)
+    for trial in range(3):
+        outputs = method(inputs)
+        aug = outputs["augmentation_mask"].flatten()
+        R = outputs["consistency_mask"] * (1 - outputs["augmentation_mask"])
+        assert R[aug == 1].abs().max() == 0
+        counts += [float(aug.sum()), 16]
+    # 48 draws of p = 0.5: 24 +- 3.5 (std); bound at > 4 std
+    assert 10 <= counts[0] <= 38, counts
+    # the draw itself, over many samples
+    u = torch.rand(100000)
+    assert abs(float((u < 0.25).float().mean()) - 0.25) < 0.01
+
+
+def _adam_steps(method, inputs, n, start=0):
+    opt = torch.optim.Adam([g["params"] for g in method.param_groups()][0], lr=1e-3)
+    for step in range(start, start + n):
+        outputs = method(inputs)
+        terms, _ = method.compute_losses(inputs, outputs)
+        opt.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        opt.step()
+        method.on_train_step_end(step, inputs, outputs)
+    return opt
+
+
+def _snapshot(method):
+    state = {f"{n}.{k}": v.clone() for n in TEACHER for k, v in method.models[n].state_dict().items()}
+    enc = method.models["encoder"]
+    state["trackers"] = torch.stack([enc.min_depth_bin, enc.max_depth_bin]).clone()
+    return state
+
+
+def test_freeze_keeps_teacher_pose_bn_and_trackers_bit_identical():
+    """8.9 and the trackers: they move before the freeze; after it the teacher and pose
+    weights, their BN statistics and the trackers stay bit-identical while the multi-frame
+    network still learns; validation (eval forward + predict) never moves the trackers."""
+    torch.manual_seed(0)
+    opt = _opt("--freeze_teacher_step", "2")
+    method = build_method(opt).train()
+    inputs = fake_batch(opt)
+    before = _snapshot(method)
+    # an optimiser built before the freeze (as the Trainer's) keeps running after it
+    optimiser = torch.optim.Adam(method.param_groups()[0]["params"], lr=1e-3)
+    for step in range(5):
+        outputs = method(inputs)
+        terms, _ = method.compute_losses(inputs, outputs)
+        optimiser.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        optimiser.step()
+        method.on_train_step_end(step, inputs, outputs)
+        if step == 1:
+            assert method.frozen
+            frozen = _snapshot(method)
+            multi = {k: v.clone() for k, v in method.models["depth"].state_dict().items()}
+    assert not torch.equal(before["trackers"], frozen["trackers"])  # moved during the first 2 steps
+    assert any(not torch.equal(before[k], frozen[k]) for k in before if "running_mean" in k)
+    after = _snapshot(method)
+    for k in frozen:
+        assert torch.equal(frozen[k], after[k]), k
+    assert any(not torch.equal(multi[k], v) for k, v in method.models["depth"].state_dict().items())
+    assert "teacher_reprojection" not in terms  # the teacher's loss stops with its training
+    # the teacher's BN layers stay in eval mode when the Trainer calls train()
+    method.train()
+    assert not method.models["mono_encoder"].training and method.models["encoder"].training
+    # validation batches never move the trackers
+    method.eval()
+    with torch.no_grad():
+        method(inputs)
+        method.predict(inputs)
+    assert torch.equal(_snapshot(method)["trackers"], after["trackers"])
+
+
+def test_tracker_update_rule_in_the_method():
+    """8.6 through the method's hook: trackers (0.1, 10), mono depth 5 everywhere -> (0.144, 9.955)."""
+    opt = _opt()
+    method = build_method(opt)
+    outputs = {("mono_depth", 0, 0): torch.full((2, 1, 64, 192), 5.0)}
+    method.on_train_step_end(0, {}, outputs)
+    enc = method.models["encoder"]
+    assert float(enc.min_depth_bin) == pytest.approx(0.144, abs=1e-4)
+    assert float(enc.max_depth_bin) == pytest.approx(9.955, abs=1e-4)
+
+
+def test_missing_previous_frame_runs_single_frame_mode_at_test_time():
+    """A black previous frame gets a zero pose at test time (the reference kept the predicted
+    pose: --keep_missing_pose), which is the zero-cost-volume prediction."""
+    torch.manual_seed(0)
+    opt = _opt()
+    method = build_method(opt).eval()
+    inputs = fake_batch(opt)
+    inputs[("color", -1, 0)] = torch.zeros_like(inputs[("color", -1, 0)])
+    inputs[("missing", -1)] = torch.ones(2)
+    with torch.no_grad():
+        ours = method.predict(inputs)["depth"]
+        method.opt.zero_cost_volume = True
+        zero = method.predict(inputs)["depth"]
+        method.opt.zero_cost_volume = False
+        method.opt.keep_missing_pose = True
+        kept = method.predict(inputs)["depth"]
+    assert torch.equal(ours, zero)
+    assert (ours - kept).abs().max() > 1e-6
+
+
+def test_option_checks():
+    with pytest.raises(SystemExit, match="--use_stereo"):
+        _opt("--use_stereo", "--frame_ids", "0", "-1", "1")
+    with pytest.raises(SystemExit, match=r"matching frames \[-2\]"):
+        _opt("--num_matching_frames", "2")
+    opt = MonodepthOptions().parse(["--config", "manydepth_resnet18_640x192"])
+    assert (opt.method, opt.num_depth_bins, opt.depth_binning, opt.freeze_teacher_epoch) == ("manydepth", 96, "linear", 15)
+    assert (opt.height, opt.width, opt.batch_size, opt.num_epochs, opt.split) == (192, 640, 12, 20, "eigen_zhou")
+    opt = MonodepthOptions().parse(["--config", "synthetic_manydepth"])
+    assert opt.method == "manydepth" and opt.freeze_teacher_epoch == 6
+
+
+# ----------------------------------------------------------------------------- CLI
+ITEMS_PER_EPOCH = 8
+
+
+def _train_args(world, log_dir, *extra):
+    split = small_split(world, os.path.join(os.path.dirname(str(log_dir)), "split"), ITEMS_PER_EPOCH)
+    return ["--config", "synthetic_manydepth", "--data_path", world.out, "--split", split,
+            "--height", "64", "--width", "192", "--batch_size", "2", "--num_depth_bins", "16",
+            "--num_epochs", "2", "--freeze_teacher_epoch", "1", "--num_workers", "0", "--log_dir", str(log_dir),
+            "--model_name", "m", "--log_frequency", "1000", "--no_progress", "--no_cuda", "--keep_weights", "0",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def md_run(static_world, tmp_path_factory):
+    """Two deterministic epochs; the teacher and pose freeze at epoch 1."""
+    import shutil
+    tmp = tmp_path_factory.mktemp("manydepth")
+    trainer = Trainer(MonodepthOptions().parse(_train_args(static_world, tmp / "ref", "--deterministic")))
+    trainer.train()
+    yield trainer, tmp / "ref"
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_trained_folders_freeze_and_trackers(md_run):
+    """The weight folders of epochs 0 and 1: the teacher and pose are bit-identical across
+    the frozen epoch (BN statistics included), the multi-frame network is not; the trackers
+    are in encoder.pth and moved away from their start during epoch 0."""
+    _, log_dir = md_run
+    models = log_dir / "m" / "models"
+    for name in TEACHER:
+        a = torch.load(models / "weights_0" / f"{name}.pth", weights_only=True)
+        b = torch.load(models / "weights_1" / f"{name}.pth", weights_only=True)
+        for k in a:
+            if torch.is_tensor(a[k]):
+                assert torch.equal(a[k], b[k]), (name, k)
+    a = torch.load(models / "weights_0" / "encoder.pth", weights_only=True)
+    b = torch.load(models / "weights_1" / "encoder.pth", weights_only=True)
+    assert torch.equal(a["min_depth_bin"], b["min_depth_bin"]) and torch.equal(a["max_depth_bin"], b["max_depth_bin"])
+    assert float(a["max_depth_bin"]) != 10.0 and float(a["min_depth_bin"]) != 0.1
+    assert not torch.equal(a["reduce_conv.0.weight"], b["reduce_conv.0.weight"])
+
+
+def test_resume_inside_epoch_zero_reproduces_the_losses(md_run, static_world, tmp_path):
+    """SIGKILL inside epoch 0 (before the freeze), --resume: trackers, augmentation draws and
+    every later loss term (the freeze at epoch 1 included) equal the uninterrupted run's."""
+    trainer, ref_dir = md_run
+    ref = train_steps(ref_dir)
+    per_epoch = len(trainer.train_loader)
+    run_dir = tmp_path / "run"
+    args = _train_args(static_world, run_dir, "--deterministic", "--state_frequency", "1")
+    kill_after_steps(args, run_dir, 2)
+    resumed = Trainer(MonodepthOptions().parse(["--resume", "--log_dir", str(run_dir), "--model_name", "m"]))
+    k = resumed.step
+    assert 0 < k < per_epoch, (k, per_epoch)
+    resumed.train()
+    after = train_steps(run_dir)
+    assert set(ref[per_epoch]["terms"]) == {"reprojection", "consistency", "smoothness"}  # frozen
+    for s in range(k, 2 * per_epoch):
+        for name, value in ref[s]["terms"].items():
+            assert after[s]["terms"][name] == pytest.approx(value, rel=1e-6, abs=1e-8), (s, name)
+
+
+def test_evaluate_prints_multi_and_single_frame_blocks(md_run, static_world, tmp_path):
+    _, log_dir = md_run
+    folder = str(log_dir / "m" / "models" / "weights_1")
+    res, m = evaluate_folder(folder, static_world, tmp_path / "metrics.json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    outputs = {r.get("output"): r for r in m["results"]}
+    assert set(outputs) == {"multi_frame", "single_frame"} and all(r["num_images"] == 4 for r in outputs.values())
+    assert outputs["multi_frame"]["abs_rel"] != outputs["single_frame"]["abs_rel"]
+    assert "output: single_frame" in res.stdout and "output: multi_frame" in res.stdout
+    # --eval_teacher: the teacher alone, equal to the single-frame block
+    res, t = evaluate_folder(folder, static_world, tmp_path / "teacher.json", "--eval_teacher")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert t["output"] == "single_frame"
+    assert t["abs_rel"] == pytest.approx(outputs["single_frame"]["abs_rel"], abs=1e-6)
+
+
+def test_predict_with_the_previous_frame(md_run, static_world, tmp_path):
+    _, log_dir = md_run
+    folder = str(log_dir / "m" / "models" / "weights_1")
+    src = os.path.join(static_world.out, FOLDER, "image_02", "data")
+    run = lambda *a: subprocess.run([sys.executable, "test_simple.py", "--load_weights_folder", folder,  # noqa: E731
+                                     "--save_npy", *a], cwd=ROOT, capture_output=True, text=True)
+    res = run("--image_path", os.path.join(src, "0000000003.png"), "--source_image_path",
+              os.path.join(src, "0000000002.png"), "--output_dir", str(tmp_path / "one"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    one = np.load(tmp_path / "one" / "0000000003_disp.npy")
+    res = run("--image_path", src, "--ext", "png", "--output_dir", str(tmp_path / "all"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    seq = np.load(tmp_path / "all" / "0000000003_disp.npy")
+    assert one.shape == (1, 1, 64, 192) and np.allclose(one, seq, atol=1e-5)
+    first = np.load(tmp_path / "all" / "0000000000_disp.npy")
+    assert np.isfinite(first).all()
+    with open(tmp_path / "K.json", "w") as f:
+        json.dump([[0.58, 0, 0.5], [0, 1.92, 0.5], [0, 0, 1]], f)
+    res = run("--image_path", os.path.join(src, "0000000003.png"), "--source_image_path",
+              os.path.join(src, "0000000002.png"), "--intrinsics_json_path", str(tmp_path / "K.json"),
+              "--output_dir", str(tmp_path / "k"))
+    assert res.returncode == 0 and np.allclose(np.load(tmp_path / "k" / "0000000003_disp.npy"), one)
