@@ -19,6 +19,7 @@ import json
 import os
 import sys
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -65,14 +66,14 @@ def parse_args(argv=None):
 
 def method_inference_options(folder, unknown):
     """The options the folder's method accepts at inference (Method.inference_options, e.g.
-    ManyDepth's --eval_teacher) -> ({name: value}, the flags left over)."""
+    a multi-frame method's --eval_teacher) -> ({name: value}, the flags left over)."""
     if not folder or not unknown:
         return {}, unknown
-    from methods import method_class
+    from methods import DEFAULT_METHOD, method_class
     from methods.base import folder_options
     from options import build_parser
     saved = folder_options(os.path.expanduser(folder)) if os.path.isdir(os.path.expanduser(folder)) else None
-    cls = method_class((saved or {}).get("method") or "monodepth2")
+    cls = method_class((saved or {}).get("method") or DEFAULT_METHOD)
     if not cls.inference_options:
         return {}, unknown
     full = build_parser(cls)
@@ -238,7 +239,8 @@ def score(args, test_set, disps, out_dir, output=None):
     what = f", output: {output}" if output else ""
     print(f"\n-> {test_set.name} ({len(disps)} images, protocol {test_set.protocol.name}{what})")
     factor, median = scaling(args, test_set)
-    metrics, ratios = test_set.protocol.evaluate(disps, gts, factor, median, test_set.extra_masks())
+    image_ratios = []
+    metrics, ratios = test_set.protocol.evaluate(disps, gts, factor, median, test_set.extra_masks(), image_ratios)
     result = {"split": test_set.name, "protocol": test_set.protocol.name, "num_images": int(len(disps))}
     if output:
         result["output"] = output
@@ -247,7 +249,21 @@ def score(args, test_set, disps, out_dir, output=None):
         print(f" Scaling ratios | med: {med:0.3f} | std: {np.std(ratios / med):0.3f}")
         result.update(ratio_median=float(med), ratio_std=float(np.std(ratios / med)))
     print_table(metrics, test_set.protocol.metric_names)
-    return {**result, **metrics}
+    records = [{**result, **metrics}]
+    for region, masks in test_set.region_masks().items():
+        masks = [m if m.shape == np.shape(gt)[:2] else
+                 cv2.resize(m.astype(np.uint8), np.shape(gt)[:2][::-1], interpolation=cv2.INTER_NEAREST) > 0
+                 for m, gt in zip(masks, gts)]
+        counted = sum(bool((m & test_set.protocol.mask(gt)).any()) for m, gt in zip(masks, gts))
+        print(f"   region {region}: {counted} of {len(gts)} images have ground truth there (the others are "
+              "skipped); each image keeps its whole-image scale")
+        extra = test_set.extra_masks()
+        if extra is not None:
+            masks = [m & e.astype(bool) for m, e in zip(masks, extra)]
+        metrics, _ = test_set.protocol.evaluate(disps, gts, factor, median, masks, image_ratios)
+        print_table(metrics, test_set.protocol.metric_names)
+        records.append({**result, "region": region, "region_images": counted, **metrics})
+    return records
 
 
 def evaluate(args):
@@ -294,9 +310,7 @@ def evaluate(args):
                 print(f"-> Saved predicted disparities to {path}")
             if args.no_eval:
                 continue
-            result = score(args, test_set, output_disps, out_dir, output)
-            if result is not None:
-                results.append(result)
+            results += score(args, test_set, output_disps, out_dir, output) or []
     if args.output_json and results:
         with open(args.output_json, "w") as f:
             json.dump(results[0] if len(results) == 1 else {"results": results}, f, indent=1)

@@ -50,3 +50,16 @@ def scale_invariant_log(a, b, variance_focus=0.5, eps=1e-8):
     mean(d^2) - variance_focus * mean(d)^2; averaged over the batch. Symmetric in a and b."""
     d = (torch.log(a + eps) - torch.log(b + eps)).flatten(1)
     return ((d ** 2).mean(1) - variance_focus * d.mean(1) ** 2).mean()
+
+
+def masked_silog(pred, target, mask, variance_focus=1.0, eps=1e-12):
+    """SILog over the masked pixels of a batch, pooled: g = log pred - log target,
+    sqrt(mean g^2 - variance_focus * (mean g)^2). With variance_focus 1 it is the standard
+    deviation of the log-ratio, unchanged when pred is scaled. An empty mask gives 0 (still
+    in the graph) and a variance rounded below 0 is clamped, so neither gives NaN."""
+    mask = mask.bool()
+    if not bool(mask.any()):
+        return pred.sum() * 0
+    g = torch.log(pred[mask]) - torch.log(target[mask])
+    variance = (g ** 2).mean() - variance_focus * g.mean() ** 2
+    return torch.sqrt(variance.clamp(min=eps))

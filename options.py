@@ -310,6 +310,7 @@ def options_for_inference(saved, overrides=None):
     opt.method = name
     opt.frame_ids = [frame_id(str(f)) for f in opt.frame_ids]
     opt.weights_init, opt.imagenet_weights = "scratch", None
+    opt.for_inference = True  # methods skip what only training needs (e.g. loading a teacher folder)
     return opt
 
 

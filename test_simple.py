@@ -54,7 +54,13 @@ def parse_args(argv=None):
                    "(row 0 divided by the width, row 1 by the height); default KITTI's")
     p.add_argument("--batch_size", type=int, default=8, help="images per forward pass")
     p.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
-    return p.parse_args(argv)
+    args, unknown = p.parse_known_args(argv)
+    from evaluate_depth import method_inference_options
+    args.method_overrides, unknown = method_inference_options(args.load_weights_folder, unknown)
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)} (a method's own inference options, e.g. "
+                "--eval_teacher, --single_frame, are accepted for the methods that have them)")
+    return args
 
 
 def list_images(path, ext):
@@ -78,8 +84,10 @@ def load_model(args, device, script="test_simple.py", multi_frame=False):
     if args.model_name:
         from model_zoo import released_model
         folder = released_model(args.model_name)
-    method = load_for_inference(folder, device,
-                                **({"num_layers": args.num_layers} if args.num_layers else {}))
+    overrides = dict(getattr(args, "method_overrides", {}))
+    if args.num_layers:
+        overrides["num_layers"] = args.num_layers
+    method = load_for_inference(folder, device, **overrides)
     if tuple(method.inference_frames) != (0,) and not multi_frame:
         raise SystemExit(f"{type(method).__name__} needs frames {list(method.inference_frames)} per prediction; "
                          f"{script} predicts from single images: use evaluate_depth.py")

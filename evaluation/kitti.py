@@ -41,6 +41,9 @@ class KittiSplit(TestSet):
         g.add_argument("--png", action="store_true", help="read .png images (default .jpg)")
         g.add_argument("--eval_eigen_to_benchmark", action="store_true",
                        help="--ext_disp_to_eval holds eigen predictions: evaluate them on eigen_benchmark")
+        g.add_argument("--eval_moving_objects", action="store_true",
+                       help="also score the moving-object pixels alone, from <data_path>/<drive>/mvobj_mask/"
+                            "image_0X/data/<frame>.png (the synthetic world's --moving_objects masks)")
 
     @classmethod
     def named_in(cls, args):
@@ -59,7 +62,10 @@ class KittiSplit(TestSet):
                 return cls.with_ground_truth(PATH_SPLITS, args)
             others = any(t.named_in(args) for t in TEST_SETS.values() if t is not cls)
             splits = [] if others and args.data_path == DEFAULT_DATA_PATH else ["eigen"]
-        return [cls(split, args.data_path, args.png) for split in splits if split != "none"]
+        chosen = [cls(split, args.data_path, args.png) for split in splits if split != "none"]
+        for test_set in chosen:
+            test_set.moving_objects = getattr(args, "eval_moving_objects", False)
+        return chosen
 
     @classmethod
     def with_ground_truth(cls, splits, args):
@@ -88,8 +94,31 @@ class KittiSplit(TestSet):
         self.protocol = KITTI_IMPROVED if self.name == "eigen_benchmark" else KITTI_EIGEN
         self.gt_path = os.path.join(self.split_dir, "gt_depths.npz")
 
+    moving_objects = False
+
     def __len__(self):
         return len(self.filenames)
+
+    def mask_path(self, line):
+        folder, frame, side = (line.split() + ["l"])[:3]
+        camera = {"l": 2, "r": 3, "2": 2, "3": 3}[side]
+        return os.path.join(self.data_path, folder, "mvobj_mask", f"image_0{camera}", "data", f"{int(frame):010d}.png")
+
+    def region_masks(self):
+        """With --eval_moving_objects: {"moving_objects": one mask per test line}, resized
+        (nearest) to its ground truth's size when that differs."""
+        if not self.moving_objects:
+            return {}
+        import cv2
+        masks = []
+        for i, line in enumerate(self.filenames):
+            path = self.mask_path(line)
+            image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+            if image is None:
+                raise SystemExit(f"--eval_moving_objects: no mask {path} (line {i + 1} of {self.test_file}); "
+                                 "the synthetic world writes them with --moving_objects")
+            masks.append(image > 127)
+        return {"moving_objects": masks}
 
     def dataset(self, height, width, frame_ids):
         from datasets import KITTIRAWDataset

@@ -84,9 +84,11 @@ class Protocol:
             mask &= extra_mask.astype(bool)
         return mask
 
-    def score(self, disp, gt, scale_factor=1.0, median_scaling=True, extra_mask=None):
+    def score(self, disp, gt, scale_factor=1.0, median_scaling=True, extra_mask=None, ratio=None):
         """disp: h x w inverse depth (any size), gt: H x W depth. -> (the errors named by
-        metric_names, or None when no pixel is valid; the median ratio, or None)."""
+        metric_names, or None when no pixel is valid; the median ratio, or None). ratio: a
+        median ratio to apply instead of computing one (a region scored with its whole
+        image's scale)."""
         gh, gw = gt.shape[:2]
         disp = self.resize(disp, gh, gw)
         pred = 1 / np.maximum(disp, 1e-12)
@@ -94,22 +96,28 @@ class Protocol:
         p, g = pred[mask] * scale_factor, gt[mask]
         if len(g) == 0:
             return None, None
-        ratio = None
         if median_scaling:
-            ratio = np.median(g) / np.median(p)
+            ratio = np.median(g) / np.median(p) if ratio is None else ratio
             p = p * ratio
+        else:
+            ratio = None
         p = np.clip(p, self.min_depth, self.max_depth)
         errors = dict(zip(DEPTH_METRIC_NAMES, compute_depth_errors(g.astype(np.float64), p.astype(np.float64),
                                                                    self.log10)))
         return [float(errors[n]) for n in self.metric_names], ratio
 
-    def evaluate(self, disps, gts, scale_factor=1.0, median_scaling=True, extra_masks=None):
+    def evaluate(self, disps, gts, scale_factor=1.0, median_scaling=True, extra_masks=None, image_ratios=None):
         """Mean metrics over images (an image without a valid pixel is skipped), and the
-        median ratios."""
+        median ratios. image_ratios: a list that receives each image's ratio (None where
+        skipped) or, when already filled, the ratios to apply (regions: the whole image's)."""
         errors, ratios = [], []
+        given = image_ratios is not None and len(image_ratios) == len(gts)
         for i, gt in enumerate(gts):
             e, ratio = self.score(disps[i], gt, scale_factor, median_scaling,
-                                  None if extra_masks is None else extra_masks[i])
+                                  None if extra_masks is None else extra_masks[i],
+                                  image_ratios[i] if given else None)
+            if image_ratios is not None and not given:
+                image_ratios.append(ratio)
             if e is None:
                 continue
             errors.append(e)
@@ -190,6 +198,11 @@ class TestSet:
 
     def extra_masks(self):
         return None
+
+    def region_masks(self):
+        """{region name: a list of H x W boolean masks, one per image} scored in tables of their
+        own besides the whole image (e.g. moving objects); {} when none is asked for."""
+        return {}
 
     def without_ground_truth(self, disps, out_dir):
         """What to do with predictions when ground_truth() is None (e.g. benchmark files)."""

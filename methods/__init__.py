@@ -14,6 +14,7 @@ import pkgutil
 import warnings
 
 METHODS = {}
+DEFAULT_METHOD = "monodepth2"  # a weight folder without opt.json, a command without --method
 _loaded = False
 
 

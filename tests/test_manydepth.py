@@ -224,6 +224,7 @@ def test_trained_folders_freeze_and_trackers(md_run):
     assert not torch.equal(a["reduce_conv.0.weight"], b["reduce_conv.0.weight"])
 
 
+@pytest.mark.slow  # another training (the default suite's time budget)
 def test_resume_inside_epoch_zero_reproduces_the_losses(md_run, static_world, tmp_path):
     """SIGKILL inside epoch 0 (before the freeze), --resume: trackers, augmentation draws and
     every later loss term (the freeze at epoch 1 included) equal the uninterrupted run's."""
