@@ -38,6 +38,9 @@ class Method(nn.Module):
     # options evaluate_depth.py accepts for this method (e.g. ManyDepth's --eval_teacher); they
     # override the weight folder's options at inference
     inference_options = ()
+    # weight files that only this method's folders hold: a folder whose opt.json names no
+    # method (the reference implementations' own folders) is loaded as the method they fit
+    weight_signature = ()
 
     def __init__(self, opt):
         super().__init__()
@@ -151,7 +154,7 @@ class Method(nn.Module):
                                      f"({type(self).__name__} needs {', '.join(self.inference_models)})")
                 print(f"-> {path} not found: {name} keeps its initial weights")
                 continue
-            state = load_state_file(path)
+            state = self.adapt_weight_file(name, load_state_file(path), path)
             model_state = self.models[name].state_dict()
             if strict:
                 missing = [k for k in model_state if k not in state]
@@ -172,6 +175,22 @@ class Method(nn.Module):
                 self.models[name].load_state_dict(model_state)
             loaded.append(name)
         return loaded
+
+
+    def adapt_weight_file(self, name, state, path):
+        """A weight file's state dict before loading into models[name]: a method adapts the
+        reference implementation's layout here (extra entries, name prefixes)."""
+        return state
+
+
+def method_from_weight_files(folder):
+    """The registered method whose weight_signature files are all in `folder`, or None."""
+    from methods import METHODS, method_class
+    method_class("monodepth2")  # every built-in method registered
+    for name, cls in METHODS.items():
+        if cls.weight_signature and all(os.path.isfile(os.path.join(folder, f)) for f in cls.weight_signature):
+            return name
+    return None
 
 
 def load_state_file(path):
@@ -238,6 +257,11 @@ def load_for_inference(folder, device="cpu", networks=None, **overrides):
         raise SystemExit(f"--load_weights_folder {folder}: no such folder")
     saved = folder_options(folder)
     has_options = saved is not None
+    if not (saved or {}).get("method"):  # a reference implementation's folder: its files say which
+        guessed = method_from_weight_files(folder)
+        if guessed:
+            print(f"-> {folder}: no method in its options; its weight files are {guessed}'s")
+            saved = dict(saved or {}, method=guessed)
     saved = saved or monodepth2_options(folder)
     info = encoder_info(folder)
     saved.update({k: v for k, v in info.items() if k in ("height", "width")})

@@ -43,6 +43,7 @@ TEACHER_MODELS = ("mono_encoder", "mono_depth", "pose_encoder", "pose")
 @register_method("manydepth")
 class ManyDepth(Monodepth2):
     find_unused_parameters = True  # the teacher and pose stop receiving gradients at the freeze
+    weight_signature = ("mono_encoder.pth", "mono_depth.pth", "encoder.pth")
     inference_options = ("eval_teacher", "zero_cost_volume", "static_camera", "keep_missing_pose")
 
     @classmethod
@@ -140,6 +141,15 @@ class ManyDepth(Monodepth2):
             self.models[model].load_state_dict(state, strict=True)
         print(f"-> teacher and pose network loaded from {folder}")
 
+    def adapt_weight_file(self, name, state, path):
+        """The reference's encoder.pth holds the trackers as Python floats: as tensors here."""
+        if name == "encoder" and "min_depth_bin" not in state:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+            for key in ("min_depth_bin", "max_depth_bin"):
+                if key in raw:
+                    state[key] = torch.as_tensor(float(raw[key]), dtype=torch.float32)
+        return state
+
     # --------------------------------------------------------------------- freeze
     def freeze(self):
         """Teacher and pose networks: no gradients, BN statistics fixed; trackers fixed."""
@@ -181,7 +191,7 @@ class ManyDepth(Monodepth2):
             self.freeze()
 
     # --------------------------------------------------------------------- forward
-    def matching_poses(self, inputs, outputs):
+    def matching_poses(self, inputs, outputs, key="color_aug", zero_missing=True):
         """Target -> each matching frame, B x N x 4 x 4, without gradients; chained through the
         frames in between; zero for a missing (black) frame."""
         poses = {}
@@ -192,11 +202,11 @@ class ManyDepth(Monodepth2):
                 else:  # pose between f and its neighbour towards the target, chained
                     near = f + 1 if f < 0 else f - 1
                     pair = [f, near] if f < 0 else [near, f]
-                    axisangle, translation = self._pose([inputs[("color_aug", i, 0)] for i in pair])
+                    axisangle, translation = self._pose([inputs[(key, i, 0)] for i in pair])
                     T = transformation_from_parameters(axisangle[:, 0], translation[:, 0], invert=f < 0)
                     if near != 0:
                         T = T @ poses[near]
-                if ("missing", f) in inputs:
+                if ("missing", f) in inputs and zero_missing:
                     T = T * (1 - inputs[("missing", f)].to(T.dtype)).view(-1, 1, 1)
                 poses[f] = T
         return torch.stack([poses[f] for f in self.matching_frames], 1)
@@ -226,18 +236,21 @@ class ManyDepth(Monodepth2):
             u = torch.rand(batch)  # the global CPU generator: restored on resume
             static = (u < STATIC_FRACTION).to(lookups.device)
             zero = ((u >= STATIC_FRACTION) & (u < STATIC_FRACTION + ZERO_POSE_FRACTION)).to(lookups.device)
-            target = inputs[("color_aug", 0, 0)].unsqueeze(1).expand_as(lookups)
+            target = inputs[("color", 0, 0)].unsqueeze(1).expand_as(lookups)  # the un-augmented target
             lookups = torch.where(static.view(-1, 1, 1, 1, 1), target, lookups)
             poses = poses * (~zero).to(poses.dtype).view(-1, 1, 1, 1)
             augmentation = (static | zero).float()
+            outputs["matching_augmentation"] = static.long() + 2 * zero.long()  # 0 none, 1 static, 2 zero pose
         outputs["augmentation_mask"] = augmentation.view(-1, 1, 1, 1)
         features, lowest_cost, confidence = self.models["encoder"](
             inputs[("color_aug", 0, 0)], lookups, poses, inputs[("K", 2)], inputs[("inv_K", 2)])
         outputs.update(self.models["depth"](features))
         size = [opt.height, opt.width]
         outputs["lowest_cost"] = F.interpolate(lowest_cost.unsqueeze(1), size, mode="nearest")
-        mask = F.interpolate(confidence.unsqueeze(1).float(), size, mode="nearest")
-        if not opt.disable_motion_masking:
+        if opt.disable_motion_masking:  # the reference then trusts every pixel (no confidence term either)
+            mask = torch.ones_like(outputs["lowest_cost"])
+        else:
+            mask = F.interpolate(confidence.unsqueeze(1).float(), size, mode="nearest")
             depth_cv = 1 / outputs["lowest_cost"].clamp(min=1e-7)
             mask = mask * matching_mask(depth_cv, outputs[("mono_depth", 0, 0)].detach())
         outputs["consistency_mask"] = mask
@@ -259,6 +272,7 @@ class ManyDepth(Monodepth2):
         consistency = None
         if multi:
             mask = outputs["consistency_mask"] * (1 - outputs["augmentation_mask"])
+            outputs["reprojection_mask"] = mask
             depth_multi = outputs[("depth", 0, scale)]
             depth_mono = outputs[("mono_depth", 0, scale)].detach()
             consistency = (torch.abs(depth_multi - depth_mono) * (1 - mask)).mean()
@@ -311,15 +325,7 @@ class ManyDepth(Monodepth2):
         teacher_disp, teacher_depth = disp_to_depth(teacher_disp, opt.min_depth, opt.max_depth)
         if opt.eval_teacher:
             return {"depth": teacher_depth, "disp": teacher_disp}
-        poses = []
-        for f in self.matching_frames:
-            pair = [f, 0] if f < 0 else [0, f]
-            axisangle, translation = self._pose([inputs[("color", i, 0)] for i in pair])
-            T = transformation_from_parameters(axisangle[:, 0], translation[:, 0], invert=f < 0)
-            if ("missing", f) in inputs and not opt.keep_missing_pose:
-                T = T * (1 - inputs[("missing", f)].to(T.dtype)).view(-1, 1, 1)
-            poses.append(T)
-        poses = torch.stack(poses, 1)
+        poses = self.matching_poses(inputs, {}, key="color", zero_missing=not opt.keep_missing_pose)
         lookups = torch.stack([inputs[("color", f, 0)] for f in self.matching_frames], 1)
         if opt.zero_cost_volume:
             poses = poses * 0

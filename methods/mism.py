@@ -53,7 +53,8 @@ MIN_DISP, MAX_DISP = 0.01, 10.0  # MNet's smoothness normalises 1/d over [0.01, 
 
 class MISMBase(Monodepth2):
     """What both stages share: SNet + pose + MNet, the multi-frame prediction."""
-    inference_options = ("single_frame",)
+    weight_signature = ("m_encoder.pth", "reg3d.pth", "up.pth")
+    inference_options = ("single_frame", "mnet_weights_folder")
 
     @classmethod
     def add_options(cls, parser):
@@ -71,6 +72,9 @@ class MISMBase(Monodepth2):
         g.add_argument("--depth_bin_fac", type=float, default=1.0, help="initial F (range d_p/(1+F) .. d_p(1+F))")
         g.add_argument("--delta_fac", type=float, default=1.2, help="PADS update factor")
         add_switch(g, "convex_up", "convex x4 upsampling of MNet's depth (else bilinear)")
+        g.add_argument("--mnet_weights_folder", type=str,
+                       help="inference: MNet (m_encoder, reg3d with F, up) from this folder, the SNet and pose "
+                            "network from --load_weights_folder (a bundle assembled from two runs)")
         g.add_argument("--single_frame", action="store_true",
                        help="inference (evaluate_depth.py, test_simple.py): SNet alone on one frame "
                             "(s_encoder.pth, s_depth.pth)")
@@ -87,6 +91,9 @@ class MISMBase(Monodepth2):
             raise SystemExit(f"--num_depth_bins {opt.num_depth_bins}: MNet's 3D U-Net needs a multiple of 8")
         if opt.height % 32 or opt.width % 32:
             raise SystemExit(f"--height {opt.height} / --width {opt.width}: MNet needs multiples of 32")
+        if opt.mnet_weights_folder and not getattr(opt, "for_inference", False):
+            raise SystemExit("--mnet_weights_folder is an inference option (evaluate_depth.py, test_simple.py); "
+                             "stage 2 takes its teacher with --teacher_weights_folder")
         if opt.norm_radius != 1:
             raise SystemExit("--norm_radius: only 1 (MISM's window k* +- 1) is implemented")
         if opt.use_stereo or -1 not in opt.frame_ids:
@@ -106,6 +113,17 @@ class MISMBase(Monodepth2):
         for name in MNET_MODELS:
             self.models[name] = getattr(mnet, name)
         self.__dict__["mnet"] = mnet  # its submodules are registered under models (weight-file names)
+        if getattr(opt, "mnet_weights_folder", None) and getattr(opt, "for_inference", False) and not opt.single_frame:
+            self.load_weights(os.path.expanduser(opt.mnet_weights_folder), MNET_MODELS, strict=True)
+            print(f"-> MNet from {opt.mnet_weights_folder}")
+
+    def adapt_weight_file(self, name, state, path):
+        """MISM's own s_encoder.pth holds the HRNet's parameters without this encoder's
+        `encoder.` prefix (the official HRNet names): add it."""
+        if name.endswith("s_encoder") and state and self.opt.snet == "hrnet" and \
+                not any(k.startswith(("encoder.", "context_")) for k in state):
+            state = {"encoder." + k: v for k, v in state.items()}
+        return state
 
     @staticmethod
     def build_mnet(opt):
@@ -156,7 +174,9 @@ class MISMBase(Monodepth2):
 
     @property
     def inference_models(self):
-        return ("s_encoder", "s_depth") if self.opt.single_frame else SNET_MODELS + MNET_MODELS
+        if self.opt.single_frame:
+            return ("s_encoder", "s_depth")
+        return SNET_MODELS if getattr(self.opt, "mnet_weights_folder", None) else SNET_MODELS + MNET_MODELS
 
     @property
     def output_name(self):
@@ -227,6 +247,10 @@ class MISMTeacher(MISMBase):
         g.add_argument("--lr_fac", type=float, default=1.0, help="MNet's LR = --learning_rate x this")
         parser.set_defaults(learning_rate=2e-4)
 
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.find_unused_parameters = not opt.convex_up  # DDP: `up` is idle with bilinear upsampling
+
     def param_groups(self):
         snet = [p for n in SNET_MODELS for p in self.models[n].parameters() if p.requires_grad]
         mnet = [p for n in MNET_MODELS for p in self.models[n].parameters() if p.requires_grad]
@@ -243,6 +267,8 @@ class MISMTeacher(MISMBase):
         m = self.run_mnet(inputs, prior, poses[-1])
         outputs.update(mnet_depth=m["depth"], mnet_depth_low=m["depth_low"], prior_depth=prior)
         outputs["mnet_errors"] = self.warp_errors(inputs, m["depth"], poses)
+        if not self.training:  # validation batches: no masked pass (nor its random draw)
+            return outputs
         # masked image: I0 with a hole, the same source features and hypotheses
         b, _, h, w = inputs[("color_aug", 0, 0)].shape
         device = inputs[("color_aug", 0, 0)].device
@@ -270,11 +296,12 @@ class MISMTeacher(MISMBase):
         mnet = outputs["mnet_errors"].min(1)[0].mean()
         norm_disp = (1 / outputs["mnet_depth"] - MIN_DISP) / (MAX_DISP - MIN_DISP)
         mnet_smooth = opt.multi_frame_disparity_smoothness * smoothness_loss(norm_disp, inputs[("color", 0, 0)])
-        # (c) masked-image consistency at 1/4 resolution
-        consistency = masked_consistency(outputs["masked_depth_low"], outputs["mnet_depth_low"],
-                                         outputs["keep_mask"], opt.mask_lw, opt.masked_loss)
         terms = {"reprojection": snet, "smoothness": snet_smooth, "mnet_reprojection": mnet,
-                 "mnet_smoothness": mnet_smooth, "masked_consistency": consistency}
+                 "mnet_smoothness": mnet_smooth}
+        # (c) masked-image consistency at 1/4 resolution (training batches)
+        if "masked_depth_low" in outputs:
+            terms["masked_consistency"] = masked_consistency(outputs["masked_depth_low"], outputs["mnet_depth_low"],
+                                                             outputs["keep_mask"], opt.mask_lw, opt.masked_loss)
         logs = {"pads_mean": self.mnet.pads.mean().detach().clone()}
         return terms, logs
 
@@ -352,7 +379,8 @@ class MISMStudent(MISMBase):
     def load_teacher(self, folder):
         for name in SNET_MODELS + MNET_MODELS:
             target = name if name in MNET_MODELS else "teacher_" + name
-            state = load_state_file(os.path.join(folder, f"{name}.pth"))
+            path = os.path.join(folder, f"{name}.pth")
+            state = self.adapt_weight_file(target, load_state_file(path), path)
             try:
                 self.models[target].load_state_dict(state, strict=True)
             except RuntimeError as e:

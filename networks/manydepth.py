@@ -136,6 +136,10 @@ class ResnetEncoderMatching(nn.Module):
         m and M the batch means of the per-image min and max."""
         depth = mono_depth.detach().float().flatten(1)
         m, M = depth.amin(1).mean(), depth.amax(1).mean()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # the whole batch of all processes
+            stats = torch.stack([m, M])
+            torch.distributed.all_reduce(stats)
+            m, M = stats / torch.distributed.get_world_size()
         low = torch.clamp(MIN_MARGIN * m, min=min_depth)
         self.min_depth_bin.mul_(TRACKER_MOMENTUM).add_((1 - TRACKER_MOMENTUM) * low)
         self.max_depth_bin.mul_(TRACKER_MOMENTUM).add_((1 - TRACKER_MOMENTUM) * MAX_MARGIN * M)

@@ -375,6 +375,8 @@ class MNet(nn.Module):
                             align_corners=True)
         d_p = self.prior_low(prior_depth).to(self.pads.dtype)
         r = torch.maximum(d_m / d_p, d_p / d_m).amax(dim=(0, 1))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # the max over all processes
+            torch.distributed.all_reduce(r, op=torch.distributed.ReduceOp.MAX)
         self.pads.mul_(PADS_MOMENTUM).add_((1 - PADS_MOMENTUM) * self.delta_fac * (r - 1))
         return self.pads
 

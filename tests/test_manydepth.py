@@ -58,25 +58,64 @@ def test_sequence_start_policies(static_world, input_path, tmp_path):
 
 
 # ----------------------------------------------------------------------------- method
-def test_matching_augmentation_fractions_and_masks():
-    """8.8: about a quarter static and a quarter zero-pose samples, each with an all-zero
-    multi-frame reprojection mask (so the consistency loss covers the whole image)."""
+def test_matching_augmentation_kinds_and_masks():
+    """8.8: about a quarter of the samples match against their own un-augmented target
+    (static camera), a quarter get zero poses, each kind with an all-zero multi-frame
+    reprojection mask R; the multi-frame photometric loss is sum(R e) / sum(R) over the
+    minimum over sources (no auto-mask) and the consistency loss the plain mean of
+    |D_multi - sg(D_mono)| (1 - R)."""
     torch.manual_seed(0)
     opt = _opt("--batch_size", "16")
     method = build_method(opt).train()
     inputs = fake_batch(opt, b=16)
-    counts = np.zeros(2)
+    for f in (-1, 1):  # augmented frames differ from the originals
+        inputs[("color_aug", f, 0)] = inputs[("color", f, 0)] * 0.9
+    inputs[("color_aug", 0, 0)] = inputs[("color", 0, 0)] * 0.9
+    seen = {}
+    encoder = method.models["encoder"]
+    original = encoder.forward
+
+    def spy(current, lookups, poses, K, invK):
+        seen.update(lookups=lookups, poses=poses)
+        return original(current, lookups, poses, K, invK)
+
+    encoder.forward = spy
+    counts = np.zeros(3)
     for trial in range(3):
         outputs = method(inputs)
-        aug = outputs["augmentation_mask"].flatten()
-        R = outputs["consistency_mask"] * (1 - outputs["augmentation_mask"])
-        assert R[aug == 1].abs().max() == 0
-        counts += [float(aug.sum()), 16]
-    # 48 draws of p = 0.5: 24 +- 3.5 (std); bound at > 4 std
-    assert 10 <= counts[0] <= 38, counts
-    # the draw itself, over many samples
-    u = torch.rand(100000)
-    assert abs(float((u < 0.25).float().mean()) - 0.25) < 0.01
+        terms, _ = method.compute_losses(inputs, outputs)
+        kind = outputs["matching_augmentation"]
+        for b in range(16):
+            k = int(kind[b])
+            counts[k] += 1
+            lookup, pose = seen["lookups"][b, 0], seen["poses"][b, 0]
+            if k == 1:
+                assert torch.equal(lookup, inputs[("color", 0, 0)][b])
+            else:
+                assert torch.equal(lookup, inputs[("color_aug", -1, 0)][b])
+            assert (pose.abs().sum() == 0) == (k == 2)
+        R = outputs["reprojection_mask"]
+        assert R[kind > 0].abs().max() == 0
+        assert terms["consistency"].item() > 0 and torch.isfinite(terms["reprojection"].detach())
+    # 48 draws per kind: 12 +- 3 (std) for static and zero pose, 24 +- 3.5 for none
+    assert 3 <= counts[1] <= 21 and 3 <= counts[2] <= 21 and 13 <= counts[0] <= 35, counts
+
+
+def test_multi_frame_loss_terms_at_one_scale():
+    """The multi-frame photometric term at one scale is sum(R e_min) / sum(R) with no
+    auto-mask (no identity errors in it), and the consistency term is the plain mean."""
+    torch.manual_seed(0)
+    opt = _opt("--scales", "0")
+    method = build_method(opt).train()
+    inputs = fake_batch(opt)
+    outputs = method(inputs)
+    terms, _ = method.compute_losses(inputs, outputs)
+    errors = torch.cat([method.reprojection(outputs[("color", f, 0)], inputs[("color", 0, 0)])
+                        for f in (-1, 1)], 1).min(1, keepdim=True)[0]
+    R = outputs["consistency_mask"] * (1 - outputs["augmentation_mask"])
+    assert float(terms["reprojection"]) == pytest.approx(float((R * errors).sum() / (R.sum() + 1e-7)), rel=1e-5)
+    consistency = ((outputs[("depth", 0, 0)] - outputs[("mono_depth", 0, 0)]).abs() * (1 - R)).mean()
+    assert float(terms["consistency"]) == pytest.approx(float(consistency), rel=1e-5)
 
 
 def _adam_steps(method, inputs, n, start=0):
@@ -283,3 +322,27 @@ def test_predict_with_the_previous_frame(md_run, static_world, tmp_path):
               os.path.join(src, "0000000002.png"), "--intrinsics_json_path", str(tmp_path / "K.json"),
               "--output_dir", str(tmp_path / "k"))
     assert res.returncode == 0 and np.allclose(np.load(tmp_path / "k" / "0000000003_disp.npy"), one)
+
+
+def test_a_reference_style_folder_loads(md_run, tmp_path):
+    """ManyDepth's own folders: opt.json without a method, trackers as Python floats in
+    encoder.pth. The weight files say which method they are; the prediction is unchanged."""
+    import shutil
+    from methods import load_for_inference
+    _, log_dir = md_run
+    folder = log_dir / "m" / "models" / "weights_1"
+    theirs = tmp_path / "theirs"
+    shutil.copytree(folder, theirs)
+    options = json.loads((theirs / "opt.json").read_text())
+    del options["method"]
+    (theirs / "opt.json").write_text(json.dumps(options))
+    state = torch.load(theirs / "encoder.pth", weights_only=True)
+    state["min_depth_bin"], state["max_depth_bin"] = float(state["min_depth_bin"]), float(state["max_depth_bin"])
+    torch.save(state, theirs / "encoder.pth")
+    ours, loaded = load_for_inference(str(folder)), load_for_inference(str(theirs))
+    assert type(loaded).__name__ == "ManyDepth"
+    assert float(loaded.models["encoder"].max_depth_bin) == pytest.approx(float(ours.models["encoder"].max_depth_bin))
+    torch.manual_seed(0)
+    inputs = fake_batch(ours.opt)
+    with torch.no_grad():
+        assert torch.equal(ours.predict(inputs)["depth"], loaded.predict(inputs)["depth"])

@@ -1,6 +1,7 @@
 """MISM as methods: the two stages' losses and their acceptance checks (8.18-8.23), PADS in
 training only, both stages trained, resumed, evaluated and predicted through the baseline's
 commands (MNet and the MSF decoder themselves: test_mism_networks.py)."""
+import json
 import os
 import shutil
 import subprocess
@@ -248,6 +249,14 @@ def test_evaluate_prints_single_and_multi_frame_blocks(mism_runs, static_world, 
     assert single["abs_rel"] == pytest.approx(outputs["single_frame"]["abs_rel"], abs=1e-6)
     res, _ = evaluate_folder(str(only), static_world, tmp_path / "multi.json")
     assert res.returncode != 0 and "missing pose_encoder.pth" in res.stdout + res.stderr
+    # a bundle assembled from two folders: SNet + pose from one, MNet from stage 1's
+    _, _, teacher_folder = mism_runs["teacher"]
+    for name in ("pose_encoder.pth", "pose.pth"):
+        shutil.copy(os.path.join(folder, name), only / name)
+    res, two = evaluate_folder(str(only), static_world, tmp_path / "two.json", "--mnet_weights_folder", teacher_folder)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert {r["output"]: r for r in two["results"]}["multi_frame"]["abs_rel"] == \
+        pytest.approx(outputs["multi_frame"]["abs_rel"], abs=1e-6)
 
 
 def test_missing_pads_fails_loudly(mism_runs, tmp_path):
@@ -277,3 +286,43 @@ def test_predict_a_mism_folder(mism_runs, static_world, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     single = np.load(tmp_path / "single" / "0000000003_disp.npy")
     assert multi.shape == single.shape == (1, 1, 64, 192) and not np.allclose(multi, single)
+
+
+def test_a_reference_style_teacher_folder_loads(mism_runs, tmp_path):
+    """MISM's own folders: opt.json without a method, s_encoder.pth with the official HRNet
+    names (no `encoder.` prefix): loaded as a MISM teacher, the prediction unchanged."""
+    _, _, teacher_folder = mism_runs["teacher"]
+    theirs = tmp_path / "theirs"
+    shutil.copytree(teacher_folder, theirs)
+    options = json.loads((theirs / "opt.json").read_text())
+    del options["method"]
+    (theirs / "opt.json").write_text(json.dumps(options))
+    state = torch.load(theirs / "s_encoder.pth", weights_only=True)
+    torch.save({k[len("encoder."):]: v for k, v in state.items()}, theirs / "s_encoder.pth")
+    ours, loaded = load_for_inference(teacher_folder), load_for_inference(str(theirs))
+    assert type(loaded).__name__ == "MISMTeacher"
+    torch.manual_seed(0)
+    inputs = fake_batch(ours.opt)
+    with torch.no_grad():
+        assert torch.equal(ours.predict(inputs)["depth"], loaded.predict(inputs)["depth"])
+
+
+def test_student_error_includes_the_identity_terms(tmp_path):
+    """8.22 in the method: e_S is the minimum over the identity and the reprojection errors,
+    so where the sources equal the target (identity error 0) the teacher is never used."""
+    torch.manual_seed(0)
+    teacher = build_method(_opt()).eval()
+    teacher.save_weights(str(tmp_path), {"height": 64, "width": 192, "use_stereo": False})
+    (tmp_path / "opt.json").write_text(json.dumps({**vars(teacher.opt)}))
+    student = build_method(_opt("mism_student", "--teacher_weights_folder", str(tmp_path))).train()
+    inputs = fake_batch(student.opt)
+    outputs = student(inputs)
+    _, logs = student.compute_losses(inputs, outputs)
+    assert 0 < float(logs["distill_fraction"]) < 1
+    for f in (-1, 1):
+        for key in ("color", "color_aug"):
+            inputs[(key, f, 0)] = inputs[(key, 0, 0)]
+    outputs = student(inputs)
+    _, logs = student.compute_losses(inputs, outputs)
+    # identity errors are 0 (+-1e-5 noise): the teacher wins only where its error is below that
+    assert float(logs["distill_fraction"]) < 0.01
