@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from evaluation import DEPTH_METRIC_NAMES, TEST_SETS
+from evaluation.protocols import LazyMaps
 
 
 def parse_args(argv=None):
@@ -187,6 +188,9 @@ def check_scaling(args, use_stereo=None):
 
 def scaling(args, test_set):
     """(depth factor, per-image median scaling) for one test set."""
+    if getattr(test_set.protocol, "median_scaling", True) is False:
+        print("   Metric evaluation - no median scaling (this test set's protocol)")
+        return 1.0, False
     if args.eval_stereo:
         if test_set.stereo_scale_factor is None:
             print(f"   Stereo evaluation - {test_set.name} defines no stereo scale: using median scaling")
@@ -251,16 +255,19 @@ def score(args, test_set, disps, out_dir, output=None):
     print_table(metrics, test_set.protocol.metric_names)
     records = [{**result, **metrics}]
     for region, masks in test_set.region_masks().items():
-        masks = [m if m.shape == np.shape(gt)[:2] else
-                 cv2.resize(m.astype(np.uint8), np.shape(gt)[:2][::-1], interpolation=cv2.INTER_NEAREST) > 0
-                 for m, gt in zip(masks, gts)]
-        counted = sum(bool((m & test_set.protocol.mask(gt)).any()) for m, gt in zip(masks, gts))
+        extra = test_set.extra_masks()
+
+        def region_mask(i, masks=masks, extra=extra):
+            m, shape = np.asarray(masks[i], bool), np.shape(gts[i])[:2]
+            if m.shape != shape:
+                m = cv2.resize(m.astype(np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+            return m if extra is None else m & np.asarray(extra[i], bool)
+
+        counted = sum(bool((region_mask(i) & test_set.protocol.mask(gts[i])).any()) for i in range(len(gts)))
         print(f"   region {region}: {counted} of {len(gts)} images have ground truth there (the others are "
               "skipped); each image keeps its whole-image scale")
-        extra = test_set.extra_masks()
-        if extra is not None:
-            masks = [m & e.astype(bool) for m, e in zip(masks, extra)]
-        metrics, _ = test_set.protocol.evaluate(disps, gts, factor, median, masks, image_ratios)
+        metrics, _ = test_set.protocol.evaluate(disps, gts, factor, median, LazyMaps(len(gts), region_mask),
+                                                image_ratios)
         print_table(metrics, test_set.protocol.metric_names)
         records.append({**result, "region": region, "region_images": counted, **metrics})
     return records
@@ -285,7 +292,11 @@ def evaluate(args):
         check_frames(test_sets, method.inference_frames)
         print(f"-> {type(method).__name__} from {args.load_weights_folder}, predicting at "
               f"{method.opt.width}x{method.opt.height}")
-    check_scaling(args, use_stereo)
+    if all(getattr(t.protocol, "median_scaling", True) is False for t in test_sets) and \
+            not (args.eval_mono or args.eval_stereo):
+        pass  # metric test sets only: neither flag is needed
+    else:
+        check_scaling(args, use_stereo)
     if not args.no_eval:
         for test_set in test_sets:
             test_set.check_ready()

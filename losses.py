@@ -63,3 +63,124 @@ def masked_silog(pred, target, mask, variance_focus=1.0, eps=1e-12):
     g = torch.log(pred[mask]) - torch.log(target[mask])
     variance = (g ** 2).mean() - variance_focus * g.mean() ** 2
     return torch.sqrt(variance.clamp(min=eps))
+
+
+# --- supervised multi-frame depth (Li et al., CVPR 2023; MonoRec's abs_silog_loss_virtualnormal)
+SILOG_VARIANCE_WEIGHT = 0.15  # L = 10 sqrt(Var(g) + 0.15 mean(g)^2)
+MAX_GT_INV_DEPTH = 100.0  # GT inverse depth clipped to <= 100 (depth >= 1 cm)
+VNL_MIN_Z = 1e-4  # a triplet needs GT z > this at its 3 points
+VNL_MAX_COS = 0.867  # ... no two edges (nearly) parallel, |cos| <= this
+VNL_MIN_DIFF = 0.005  # ... and not all close: dropped if on every axis some |delta| < this
+VNL_ZERO_NORM = 0.01  # a degenerate normal's norm is replaced by this
+VNL_DROP_LOWEST = 0.25  # the easiest 25 % of the triplets do not count
+
+
+def _safe_sqrt(x):
+    """sqrt(x) for x >= 0 that is exactly 0 at 0 with a zero (not infinite) gradient there."""
+    positive = x > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
+
+
+def silog_loss_dmf(pred_inv, gt_inv, max_gt_inv=MAX_GT_INV_DEPTH, variance_weight=SILOG_VARIANCE_WEIGHT):
+    """SILog of inverse depths over the valid pixels (gt_inv > 0) of the whole batch, pooled:
+    g = log(1/p) - log(1/p_gt), L = 10 sqrt(Var(g) + 0.15 mean(g)^2), Var unbiased.
+
+    pred_inv, gt_inv: B x 1 x H x W (gt 0 = none), GT clipped to <= max_gt_inv. No valid pixel:
+    0 (in the graph, not NaN). One valid pixel: its variance is taken as 0 (the biased
+    variance of one sample), so L = 10 sqrt(0.15) |g|. pred=c GT gives 10 sqrt(0.15) |ln c|."""
+    valid = gt_inv > 0
+    if not bool(valid.any()):
+        return pred_inv.sum() * 0
+    gt = gt_inv[valid].clamp(max=max_gt_inv)
+    g = torch.log(gt) - torch.log(pred_inv[valid])  # log(1/p) - log(1/p_gt)
+    variance = g.var() if g.numel() > 1 else torch.zeros_like(g.sum())
+    return 10 * _safe_sqrt(variance + variance_weight * g.mean() ** 2)
+
+
+def _backproject(depth, fx, fy, cx, cy):
+    """depth B x H x W -> B x H x W x 3 camera points; fx ... cy: B (pixel units)."""
+    _, height, width = depth.shape
+    u = torch.arange(width, device=depth.device, dtype=depth.dtype)[None, None, :]
+    v = torch.arange(height, device=depth.device, dtype=depth.dtype)[None, :, None]
+    z = depth.abs()
+    x = (u - cx[:, None, None]) * z / fx[:, None, None]
+    y = (v - cy[:, None, None]) * z / fy[:, None, None]
+    return torch.stack([x.expand_as(z), y.expand_as(z), depth], -1)
+
+
+def _triplet_edges(points):
+    """points ... x 3 (points) x 3 (xyz) -> ... x 3 (edges p12, p13, p23) x 3 (xyz)."""
+    p1, p2, p3 = points.unbind(-2)
+    return torch.stack([p2 - p1, p3 - p1, p3 - p2], -2)
+
+
+def _vnl_triplet_mask(points):
+    """The usable GT triplets (B x N): all z > 1e-4, no edge pair with |cos| > 0.867, and
+    not all close (dropped if on every axis some edge has |delta| < 0.005)."""
+    edges = _triplet_edges(points)
+    depth_ok = (points[..., 2] > VNL_MIN_Z).all(-1)
+    unit = edges / (edges.norm(dim=-1, keepdim=True) + 1e-8)
+    cos = (unit[..., [0, 0, 1], :] * unit[..., [1, 2, 2], :]).sum(-1).abs()  # pairs (12,13) (12,23) (13,23)
+    parallel = (cos > VNL_MAX_COS).any(-1)
+    close = (edges.abs() < VNL_MIN_DIFF).any(-2).all(-1)  # some edge small on x, and on y, and on z
+    return depth_ok & ~parallel & ~close
+
+
+def _unit_normals(points):
+    edges = _triplet_edges(points)
+    normal = torch.cross(edges[..., 0, :], edges[..., 1, :], dim=-1)
+    norm = normal.norm(dim=-1, keepdim=True)
+    return normal / torch.where(norm == 0, torch.full_like(norm, VNL_ZERO_NORM), norm)
+
+
+def virtual_normal_loss(pred_depth, gt_depth, K, sample_ratio=0.15, generator=None, reference_intrinsics=False):
+    """Virtual normal loss (Yin et al.) between metric depths.
+
+    pred_depth, gt_depth: B x 1 x H x W (gt 0 = none); K: B x 4 x 4 (or 3 x 3) pixel
+    intrinsics at H x W. Three index sets of floor(ratio H W) pixels (with replacement,
+    shared by the batch, drawn from `generator` on the CPU) make triplets; each is
+    back-projected with its own item's fx, fy, cx, cy (reference_intrinsics: item 0's focal
+    and the principal point (W // 2, H // 2), as the reference). Triplets are filtered on the
+    GT (see _vnl_triplet_mask); the error of one is sum |n_gt - n_pred| of the unit normals;
+    the lowest 25 % are dropped and the rest averaged. No usable triplet: 0 in the graph."""
+    batch, _, height, width = gt_depth.shape
+    K = K.to(gt_depth.device, gt_depth.dtype)
+    if reference_intrinsics:
+        fx, fy = K[:1, 0, 0].expand(batch), K[:1, 1, 1].expand(batch)
+        cx = torch.full((batch,), float(width // 2), device=K.device, dtype=K.dtype)
+        cy = torch.full((batch,), float(height // 2), device=K.device, dtype=K.dtype)
+    else:
+        fx, fy, cx, cy = K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]
+    n = int(sample_ratio * height * width)
+    index = torch.randint(0, height * width, (3, n), generator=generator).to(gt_depth.device)
+    gt_points = _backproject(gt_depth[:, 0], fx, fy, cx, cy).flatten(1, 2)[:, index.T]  # B x n x 3 x 3
+    pred_points = _backproject(pred_depth[:, 0], fx, fy, cx, cy).flatten(1, 2)[:, index.T]
+    keep = _vnl_triplet_mask(gt_points)
+    if not bool(keep.any()):
+        return pred_depth.sum() * 0
+    error = (_unit_normals(gt_points[keep]) - _unit_normals(pred_points[keep])).abs().sum(-1)
+    error, _ = torch.sort(error)
+    return error[int(error.numel() * VNL_DROP_LOWEST):].mean()
+
+
+def dynamic_mf_total_loss(multi, mono, gt_inv, gt_depth, K, silog_weight=4.0, vnl_weight=1.0, sample_ratio=0.15,
+                          generator=None, reference_intrinsics=False):
+    """L = silog_weight sum_s [SILog(multi_s) + SILog(mono_s)] + vnl_weight sum_s [VNL(multi_s) +
+    VNL(mono_s)]: 16 terms for 4 scales x 2 branches.
+
+    multi, mono: lists of B x 1 x h_s x w_s inverse depths (scale 0 first), lower scales
+    nearest-upsampled to the GT's H x W first; gt_inv, gt_depth: B x 1 x H x W sparse GT
+    (0 = none); K: B x 4 x 4 at H x W. VNL compares 1 / p with gt_depth.
+    -> (total, {"silog/<branch>/<s>": term, "vnl/<branch>/<s>": term})."""
+    size = gt_inv.shape[-2:]
+    terms = {}
+    for branch, predictions in (("multi", multi), ("mono", mono)):
+        for s, pred in enumerate(predictions):
+            if pred.shape[-2:] != size:
+                pred = torch.nn.functional.interpolate(pred, size, mode="nearest")
+            terms[f"silog/{branch}/{s}"] = silog_loss_dmf(pred, gt_inv)
+            terms[f"vnl/{branch}/{s}"] = virtual_normal_loss(1 / pred.clamp(min=1e-8), gt_depth, K, sample_ratio,
+                                                             generator, reference_intrinsics)
+    total = silog_weight * sum(v for k, v in terms.items() if k.startswith("silog/")) \
+        + vnl_weight * sum(v for k, v in terms.items() if k.startswith("vnl/"))
+    return total, terms

@@ -79,6 +79,7 @@ def add_shared_options(p):
     g.add_argument("--seed", type=int, default=0, help="seed of every random stream")
     g.add_argument("--optimizer", type=str, default="adam", choices=["adam", "adamw"], help="optimiser")
     g.add_argument("--weight_decay", type=float, default=0.0, help="weight decay (decoupled with adamw)")
+    g.add_argument("--amsgrad", action="store_true", help="the AMSGrad variant of Adam / AdamW")
     g.add_argument("--lr_sche_type", type=str, default="step", choices=["step", "cosine", "exponential"],
                    help="step: x decay_rate every decay_step epochs; cosine: to eta_min; "
                         "exponential: x decay_rate every epoch")

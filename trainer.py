@@ -125,6 +125,8 @@ class Trainer:
         groups = self.method.param_groups()
         self.group_lrs = [g["lr"] for g in groups]
         kwargs = dict(weight_decay=opt.weight_decay)
+        if getattr(opt, "amsgrad", False):
+            kwargs["amsgrad"] = True
         if self.device.type == "cuda" and not opt.deterministic:
             kwargs["fused"] = True
         cls = torch.optim.AdamW if opt.optimizer == "adamw" else torch.optim.Adam
@@ -168,7 +170,8 @@ class Trainer:
                                         is_train=is_train, img_ext=".png" if opt.png else ".jpg",
                                         split_file=split_file, input_path=path, cache_dir=opt.cache_dir,
                                         targets=method_class(opt.method).item_targets(opt), seed=opt.seed,
-                                        augmentations=method_class(opt.method).item_augmentations(opt))
+                                        augmentations=method_class(opt.method).item_augmentations(opt),
+                                        **method_class(opt.method).dataset_options(opt))
         dataset.skip_bad_items = opt.skip_bad_items
         dataset.missing_frames = method_class(opt.method).missing_frames(opt, is_train)
         return dataset

@@ -21,3 +21,4 @@ from .kitti_dataset import KITTIDepthDataset, KITTIOdomDataset, KITTIRAWDataset 
 from .cityscapes_dataset import CityscapesPreprocessedDataset, CityscapesTestDataset  # noqa: E402,F401
 from .nyu_dataset import NYUv2Dataset, NYUv2TestDataset  # noqa: E402,F401
 from .make3d_dataset import Make3DTestDataset  # noqa: E402,F401
+from .kitti_odom_mf import KITTIOdomMultiFrameDataset  # noqa: E402,F401

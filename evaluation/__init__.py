@@ -10,3 +10,4 @@ from .protocols import PROTOCOLS, TEST_SETS, Protocol, register_protocol, regist
 from . import kitti  # noqa: E402,F401  (registers the KITTI protocols and test sets)
 from .kitti import EIGEN_CROP, STEREO_SCALE_FACTOR  # noqa: E402,F401
 from . import make3d, nyuv2, cityscapes  # noqa: E402,F401  (in the order evaluate_depth.py runs them)
+from . import kitti_odom  # noqa: E402,F401  (KITTI odometry, multi-frame: --odom_path)

@@ -72,6 +72,12 @@ class Method(nn.Module):
         return "error"
 
     @classmethod
+    def dataset_options(cls, opt):
+        """Keyword arguments for the dataset class (e.g. which pose files an odometry dataset
+        reads); {} for the datasets' defaults."""
+        return {}
+
+    @classmethod
     def item_augmentations(cls, opt):
         """The training items' augmentations (datasets.augment), or None for monodepth2's
         colour jitter and flip."""

@@ -8,7 +8,7 @@ family's decorator; methods then select it with an option (--encoder, --depth_de
 from .depth_decoder import DepthDecoder  # noqa: F401  (importing the modules registers them)
 from . import srd_decoder  # noqa: F401
 from . import bdedepth_encoders, grid_decoder  # noqa: F401
-from . import manydepth, mism, msf_decoder  # noqa: F401
+from . import dynamic_mf, manydepth, mism, msf_decoder  # noqa: F401
 from .pose_decoder import PoseCNN, PoseDecoder  # noqa: F401
 from .registry import (DEPTH_DECODERS, ENCODERS, POSE_NETWORKS, build_depth_decoder, build_encoder,  # noqa: F401
                        build_pose_networks, register_depth_decoder, register_encoder, register_pose_network)

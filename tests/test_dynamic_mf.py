@@ -1,0 +1,154 @@
+"""The dynamic-scene method as a method: options and presets, its 16 loss terms, metric
+prediction of both branches, and training, resuming and evaluating (overall and on the
+moving objects) through the baseline's commands on the synthetic odometry tree (the data,
+losses and networks themselves: test_dynamic_mf_data.py, test_dynamic_mf_networks.py)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from losses import dynamic_mf_total_loss
+from methods import build_method
+from methods.dynamic_mf import count_parameters
+from options import MonodepthOptions
+from tests.helpers.cli import ROOT, kill_after_steps, train_steps
+from trainer import Trainer
+
+
+def _opt(*extra):
+    return MonodepthOptions().parse(["--method", "dynamic_mf", "--height", "64", "--width", "128",
+                                     "--weights_init", "scratch", "--batch_size", "2", *extra])
+
+
+def _batch(opt, b=2):
+    torch.manual_seed(0)
+    h, w = opt.height, opt.width
+    inputs = {}
+    for f in (0, -1, 1):
+        x = torch.rand(b, 3, h, w)
+        inputs[("color", f, 0)] = inputs[("color_aug", f, 0)] = x
+    K = torch.tensor([[0.58 * w, 0, 0.5 * w, 0], [0, 1.92 * h, 0.5 * h, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    inputs[("K", 0)], inputs[("inv_K", 0)] = K.repeat(b, 1, 1), torch.linalg.inv(K).repeat(b, 1, 1)
+    for f in (-1, 1):
+        T = torch.eye(4).repeat(b, 1, 1)
+        T[:, 2, 3] = -0.8 * f
+        inputs[("T", f)] = T
+    depth = (torch.rand(b, 1, h, w) * 30 + 5) * (torch.rand(b, 1, h, w) > 0.7)
+    inputs["depth_gt"] = depth
+    inputs["inv_depth_gt"] = torch.where(depth > 0, 1 / depth.clamp(min=1e-6), torch.zeros_like(depth))
+    return inputs
+
+
+def test_presets_and_checks():
+    opt = MonodepthOptions().parse(["--config", "dynamic_mf_resnet18_256x512"])
+    assert (opt.method, opt.dataset, opt.height, opt.width, opt.backbone, opt.split) == \
+        ("dynamic_mf", "kitti_odom_mf", 256, 512, "resnet18", "odom_mf")
+    assert (opt.batch_size, opt.learning_rate, opt.amsgrad, opt.num_epochs, opt.scheduler_step_size) == \
+        (8, 1e-4, True, 80, 65)
+    opt = MonodepthOptions().parse(["--config", "dynamic_mf_effnetb5_256x512"])
+    assert opt.backbone == "effnet_b5" and opt.freeze_backbone is False
+    opt = MonodepthOptions().parse(["--config", "synthetic_dynamic_mf"])
+    assert (opt.split, opt.height, opt.width) == ("odom_mf_synthetic", 128, 256)
+    with pytest.raises(SystemExit, match="--frame_ids 0 -1 1"):
+        _opt("--frame_ids", "0", "-1")
+    with pytest.raises(SystemExit, match="kitti_odom_mf"):
+        _opt("--dataset", "kitti")
+    # 7.22 through the method: the ResNet-18 model, frozen backbone by default
+    total, trainable = count_parameters(build_method(_opt()))
+    assert (total, trainable) == (20_666_289, 8_976_777)
+
+
+def test_loss_terms_are_the_papers_sum():
+    """7.18: the Trainer's sum of the grouped terms is 4 x (8 SILog) + 1 x (8 VNL), the
+    total of the loss function; each group is one branch and one kind over 4 scales."""
+    opt = _opt()
+    method = build_method(opt).train()
+    inputs = _batch(opt)
+    outputs = method(inputs)
+    torch.manual_seed(1)
+    terms, logs = method.compute_losses(inputs, outputs)
+    torch.manual_seed(1)
+    total, sixteen = dynamic_mf_total_loss(outputs["multi"], outputs["mono"], inputs["inv_depth_gt"],
+                                           inputs["depth_gt"], inputs[("K", 0)])
+    assert set(terms) == {"silog_multi", "silog_mono", "vnl_multi", "vnl_mono"} and len(sixteen) == 16
+    assert sum(terms.values()).item() == pytest.approx(total.item(), rel=1e-5)
+    silog = sum(v for k, v in sixteen.items() if k.startswith("silog/multi"))
+    assert terms["silog_multi"].item() == pytest.approx(4 * silog.item(), rel=1e-5)
+
+
+def test_predict_both_branches_metric_and_deterministic():
+    opt = _opt()
+    method = build_method(opt).eval()
+    inputs = _batch(opt)
+    with torch.no_grad():
+        a, b = method.predict(inputs), method.predict(inputs)
+    assert torch.equal(a["depth"], b["depth"]) and set(a["variants"]) == {"mono"}
+    assert float(a["depth"].min()) >= 1 / 0.33 - 1e-3 and float(a["depth"].max()) <= 400 + 1e-2
+    method.opt.eval_branch = "mono"
+    with torch.no_grad():
+        c = method.predict(inputs)
+    assert torch.equal(c["depth"], a["variants"]["mono"]) and torch.equal(c["variants"]["multi"], a["depth"])
+    assert method.depth_scale == 1.0 and method.output_name == "mono"
+
+
+# ----------------------------------------------------------------------------- CLI
+def _split(world, folder):
+    os.makedirs(folder, exist_ok=True)
+    for name, lines in (("train_files.txt", ["00 5 l", "00 6 l", "00 5 l", "00 6 l"]), ("val_files.txt", ["00 6 l"])):
+        with open(os.path.join(folder, name), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return str(folder)
+
+
+def _train_args(world, log_dir, *extra):
+    split = _split(world, os.path.join(os.path.dirname(str(log_dir)), "split"))
+    return ["--config", "synthetic_dynamic_mf", "--data_path", os.path.join(world.out, "odometry"), "--split", split,
+            "--height", "64", "--width", "128", "--batch_size", "2", "--num_epochs", "2", "--num_workers", "0",
+            "--log_dir", str(log_dir), "--model_name", "m", "--log_frequency", "1000", "--no_progress", "--no_cuda",
+            "--keep_weights", "0", "--deterministic", *extra]
+
+
+@pytest.fixture(scope="module")
+def dmf_run(world, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dmf")
+    trainer = Trainer(MonodepthOptions().parse(_train_args(world, tmp / "ref")))
+    trainer.train()
+    return trainer, tmp / "ref"
+
+
+def test_trains_and_evaluates_overall_and_on_moving_objects(dmf_run, world, tmp_path):
+    """Metric evaluation (no median scaling) of both branches, overall and on the moving
+    objects, in one JSON; validation chose weights_best on the held-out keyframes."""
+    trainer, log_dir = dmf_run
+    folder = log_dir / "m" / "models" / "weights_1"
+    assert (log_dir / "m" / "models" / "best.json").is_file()
+    out = tmp_path / "metrics.json"
+    res = subprocess.run([sys.executable, "evaluate_depth.py", "--load_weights_folder", str(folder), "--odom_path",
+                          os.path.join(world.out, "odometry"), "--odom_test_seqs", "01", "--eval_dynamic",
+                          "--num_workers", "0", "--json", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-2000:]
+    assert "Metric evaluation - no median scaling" in res.stdout
+    records = json.loads(out.read_text())["results"]
+    keys = {(r.get("output"), r.get("region")) for r in records}
+    assert keys == {("multi", None), ("multi", "dynamic"), ("mono", None), ("mono", "dynamic")}
+    for r in records:
+        assert r["num_images"] == 2 and 0 < r["abs_rel"] < 100 and "ratio_median" not in r
+
+
+@pytest.mark.slow  # another training (the default suite's time budget)
+def test_resume_reproduces_the_losses(dmf_run, world, tmp_path):
+    trainer, ref_dir = dmf_run
+    ref = train_steps(ref_dir)
+    run_dir = tmp_path / "run"
+    kill_after_steps(_train_args(world, run_dir, "--state_frequency", "1"), run_dir, 2)
+    resumed = Trainer(MonodepthOptions().parse(["--resume", "--log_dir", str(run_dir), "--model_name", "m"]))
+    k = resumed.step
+    assert 0 < k < 4
+    resumed.train()
+    after = train_steps(run_dir)
+    for s in range(k, 4):
+        for name, value in ref[s]["terms"].items():
+            assert after[s]["terms"][name] == pytest.approx(value, rel=1e-6, abs=1e-8), (s, name)
