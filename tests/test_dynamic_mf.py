@@ -51,7 +51,7 @@ def test_presets_and_checks():
     opt = MonodepthOptions().parse(["--config", "dynamic_mf_effnetb5_256x512"])
     assert opt.backbone == "effnet_b5" and opt.freeze_backbone is False
     opt = MonodepthOptions().parse(["--config", "synthetic_dynamic_mf"])
-    assert (opt.split, opt.height, opt.width) == ("odom_mf_synthetic", 128, 256)
+    assert (opt.split, opt.height, opt.width) == ("odom_mf_synthetic", 96, 192)
     with pytest.raises(SystemExit, match="--frame_ids 0 -1 1"):
         _opt("--frame_ids", "0", "-1")
     with pytest.raises(SystemExit, match="kitti_odom_mf"):

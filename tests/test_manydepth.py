@@ -300,6 +300,7 @@ def test_evaluate_prints_multi_and_single_frame_blocks(md_run, static_world, tmp
     assert t["abs_rel"] == pytest.approx(outputs["single_frame"]["abs_rel"], abs=1e-6)
 
 
+@pytest.mark.slow  # three predictions (the default suite's time budget)
 def test_predict_with_the_previous_frame(md_run, static_world, tmp_path):
     _, log_dir = md_run
     folder = str(log_dir / "m" / "models" / "weights_1")

@@ -230,14 +230,26 @@ def test_student_folder_is_the_bundle(mism_runs):
 
 
 def test_evaluate_prints_single_and_multi_frame_blocks(mism_runs, static_world, tmp_path):
-    """8.24 (the structure): one command prints both blocks; --single_frame gives the
-    single-frame block from s_encoder / s_depth alone (8.23)."""
+    """8.24 (the structure): one command on the student's folder prints the multi-frame
+    (bundle) and the single-frame (SNet) blocks."""
     _, s_dir, _ = mism_runs["student"]
     folder = str(s_dir / "m" / "models" / "weights_1")
     res, m = evaluate_folder(folder, static_world, tmp_path / "metrics.json")
     assert res.returncode == 0, res.stderr[-2000:]
     outputs = {r["output"]: r for r in m["results"]}
     assert set(outputs) == {"multi_frame", "single_frame"} and outputs["multi_frame"]["num_images"] == 4
+
+
+@pytest.mark.slow  # four more evaluations (the default suite's time budget)
+def test_single_frame_and_two_folder_bundles_evaluate(mism_runs, static_world, tmp_path):
+    """8.23: --single_frame needs only s_encoder / s_depth and gives the single-frame block;
+    without it the folder is refused by name; SNet + pose from one folder with MNet from
+    stage 1's (--mnet_weights_folder) give the bundle's multi-frame block."""
+    _, s_dir, _ = mism_runs["student"]
+    folder = str(s_dir / "m" / "models" / "weights_1")
+    res, m = evaluate_folder(folder, static_world, tmp_path / "metrics.json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    outputs = {r["output"]: r for r in m["results"]}
     # SNet alone from a folder with only its two files
     only = tmp_path / "snet_only"
     only.mkdir()
@@ -271,6 +283,7 @@ def test_missing_pads_fails_loudly(mism_runs, tmp_path):
         load_for_inference(str(folder))
 
 
+@pytest.mark.slow
 def test_predict_a_mism_folder(mism_runs, static_world, tmp_path):
     _, s_dir, _ = mism_runs["student"]
     folder = str(s_dir / "m" / "models" / "weights_1")
