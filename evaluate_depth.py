@@ -290,6 +290,9 @@ def evaluate(args):
         method = load_for_inference(args.load_weights_folder, device, **overrides)
         use_stereo = method.trained_with_stereo
         check_frames(test_sets, method.inference_frames)
+        if args.post_process and not method.post_process_supported:
+            raise SystemExit(f"--post_process: {type(method).__name__} reads given poses, which a mirrored pass "
+                             "would need mirrored too; evaluate without it")
         print(f"-> {type(method).__name__} from {args.load_weights_folder}, predicting at "
               f"{method.opt.width}x{method.opt.height}")
     if all(getattr(t.protocol, "median_scaling", True) is False for t in test_sets) and \

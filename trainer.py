@@ -14,6 +14,7 @@ import os
 import signal
 import time
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
@@ -401,7 +402,7 @@ class Trainer:
         sums, count = {}, 0
         for i in range(len(gt)):
             errors, _ = self.protocol.score(disp[i], gt[i], scale or 1.0, scale is None)
-            if errors is None:
+            if errors is None or not np.all(np.isfinite(errors)):  # no valid pixel, or a NaN metric
                 continue
             for name, value in zip(DEPTH_METRIC_NAMES, errors):
                 sums[name] = sums.get(name, 0.0) + value

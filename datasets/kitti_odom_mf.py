@@ -140,11 +140,14 @@ def scatter_sparse_depth(png, geometry, reference=False):
     values = png[rows, cols].astype(np.float64)
     r, c, inside = geometry.target_pixels(rows.astype(np.float64), cols.astype(np.float64), reference)
     r, c, values = r[inside], c[inside], values[inside]
-    if not reference:  # far first, so that the nearest point is written last
-        order = np.argsort(-values, kind="stable")
-        r, c, values = r[order], c[order], values[order]
     depth = np.zeros((geometry.height, geometry.width), np.float32)
-    depth[r, c] = (values / DEPTH_PNG_SCALE).astype(np.float32)
+    if reference:  # repeated indices: NumPy writes them in order, so the last one stays
+        depth[r, c] = (values / DEPTH_PNG_SCALE).astype(np.float32)
+        return depth
+    nearest = np.full((geometry.height, geometry.width), np.inf)
+    np.minimum.at(nearest, (r, c), values)  # the nearest point of each pixel, whatever the order
+    hit = np.isfinite(nearest)
+    depth[hit] = (nearest[hit] / DEPTH_PNG_SCALE).astype(np.float32)
     return depth
 
 

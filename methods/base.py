@@ -41,6 +41,7 @@ class Method(nn.Module):
     # weight files that only this method's folders hold: a folder whose opt.json names no
     # method (the reference implementations' own folders) is loaded as the method they fit
     weight_signature = ()
+    post_process_supported = True  # evaluate_depth.py --post_process (a mirrored pass) is meaningful
 
     def __init__(self, opt):
         super().__init__()

@@ -38,6 +38,7 @@ class DynamicMultiFrame(Method):
     depth_scale = 1.0  # metric depth: validation without median scaling
     inference_models = ("model",)
     inference_options = ("eval_branch",)
+    post_process_supported = False  # the poses come from files: a mirrored batch would need mirrored poses
 
     @classmethod
     def add_options(cls, parser):
@@ -45,9 +46,9 @@ class DynamicMultiFrame(Method):
         g.add_argument("--backbone", choices=["resnet18", "effnet_b5"], default="resnet18",
                        help="backbone of both modules (EfficientNet-B5: timm's tf_efficientnet_b5.ap_in1k)")
         g.add_argument("--freeze_backbone", dest="freeze_backbone", action="store_true", default=None,
-                       help="keep the backbone's ImageNet weights (default for resnet18)")
+                       help="keep the backbone's ImageNet weights (default for a pretrained resnet18)")
         g.add_argument("--no_freeze_backbone", dest="freeze_backbone", action="store_false",
-                       help="fine-tune the backbone (default for effnet_b5)")
+                       help="train the backbone (default for effnet_b5 and from scratch)")
         g.add_argument("--cv_num_bins", type=int, default=32, help="cost-volume depths")
         g.add_argument("--cv_inv_depth_range", type=float, nargs=2, default=[0.0025, 0.33],
                        metavar=("MIN", "MAX"), help="inverse-depth range of the cost volume and of the outputs")
@@ -94,9 +95,11 @@ class DynamicMultiFrame(Method):
 
     def __init__(self, opt):
         super().__init__(opt)
-        freeze = opt.freeze_backbone if opt.freeze_backbone is not None else opt.backbone == "resnet18"
+        pretrained = opt.weights_init == "pretrained"
+        # default: a pretrained ResNet-18 stays frozen (the reference); from scratch it must learn
+        freeze = opt.freeze_backbone if opt.freeze_backbone is not None else (opt.backbone == "resnet18" and pretrained)
         self.models["model"] = DynamicMultiFrameDepth(
-            opt.backbone, pretrained=opt.weights_init == "pretrained", freeze_backbone=freeze,
+            opt.backbone, pretrained=pretrained, freeze_backbone=freeze,
             height=opt.height, width=opt.width, num_bins=opt.cv_num_bins, inv_range=tuple(opt.cv_inv_depth_range),
             fusion=opt.fusion, align_corners=not opt.reference_align_corners,
             weights_file=getattr(opt, "imagenet_weights", None), ccf_dim=opt.ccf_dim,
@@ -118,7 +121,8 @@ class DynamicMultiFrame(Method):
 
     def compute_losses(self, inputs, outputs):
         opt = self.opt
-        _, terms = dynamic_mf_total_loss(outputs["multi"], outputs["mono"], inputs["inv_depth_gt"],
+        multi, mono = [p.float() for p in outputs["multi"]], [p.float() for p in outputs["mono"]]  # AMP: losses in float32
+        _, terms = dynamic_mf_total_loss(multi, mono, inputs["inv_depth_gt"],
                                          inputs["depth_gt"], inputs[("K", 0)], silog_weight=opt.silog_weight,
                                          vnl_weight=opt.vnl_weight, sample_ratio=opt.vnl_sample_ratio,
                                          reference_intrinsics=opt.reference_vnl_intrinsics)

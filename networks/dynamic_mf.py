@@ -111,8 +111,20 @@ def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, p
 
 
 @torch.no_grad()
-def ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, align_corners=True,
-                     patch=3):
+def ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, align_corners=True, patch=3):
+    """See _ssim_cost_volume; always computed in float32 (autocast off): in bfloat16 a pixel
+    coordinate near 300 or a focal length near 490 is only known to within 1-2 pixels."""
+    if torch.is_tensor(sources) and sources.dim() == 5:
+        sources = sources.unbind(1)
+    if torch.is_tensor(poses) and poses.dim() == 4:
+        poses = poses.unbind(1)
+    with torch.autocast(key.device.type, enabled=False):
+        return _ssim_cost_volume(key.float(), [s.float() for s in sources], [T.float() for T in poses], K.float(),
+                                 invK.float(), depths.float(), border, align_corners, patch)
+
+
+def _ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, align_corners=True,
+                      patch=3):
     """MonoRec's photometric cost volume of the key frame (spec §3.2), batched over the batch
     and the bins (chunks of bins bound the memory), never differentiated.
 
@@ -187,11 +199,10 @@ class CCF(nn.Module):
         A_m = softmax_row(q_m^T k_m), A_c = softmax_row(q_c^T k_c)     (N x N, no 1/sqrt(d))
         multi_out = v_c A_m^T   (multi-view values routed by the mono attention)
         mono_out  = v_m A_c^T   (mono values routed by the multi-view attention)
-    gamma is a scalar initialised to 0. Ablations keep the channel layout and put zeros in
-    place of the omitted path: `mono_guide_multi` adds gamma multi_out to channels [0, mid)
-    (the mono_reg half) and nothing to [mid, 2 mid); `multi_guide_mono` adds gamma mono_out to
-    [mid, 2 mid) only; `none` is cat[mono_reg(P), multi_reg(C)] (no attention, no gamma).
-    Only the convolutions a mode uses are built.
+    gamma is a scalar initialised to 0. The one-way ablations keep one path of mid channels,
+    as the paper's: `mono_guide_multi` F = multi_reg(C) + gamma up(multi_out), `multi_guide_mono`
+    F = mono_reg(P) + gamma up(mono_out); `none` is cat[mono_reg(P), multi_reg(C)] (no
+    attention, no gamma). `out_channels` says which; only the convolutions a mode uses are built.
     """
 
     def __init__(self, in_ch=NUM_BINS, mid=32, mode="ccf", width=512):
@@ -199,8 +210,11 @@ class CCF(nn.Module):
         if mode not in FUSION_MODES:
             raise ValueError(f"--fusion {mode!r}: use one of {', '.join(FUSION_MODES)}")
         self.mode, self.mid = mode, mid
-        self.mono_reg = nn.Sequential(*_conv_bn_relu(in_ch, mid), *_conv_bn_relu(mid, mid))
-        self.multi_reg = nn.Sequential(*_conv_bn_relu(in_ch, mid, kernel=1))
+        self.out_channels = mid if mode in ("mono_guide_multi", "multi_guide_mono") else 2 * mid
+        if mode != "mono_guide_multi":
+            self.mono_reg = nn.Sequential(*_conv_bn_relu(in_ch, mid), *_conv_bn_relu(mid, mid))
+        if mode != "multi_guide_mono":
+            self.multi_reg = nn.Sequential(*_conv_bn_relu(in_ch, mid, kernel=1))
         if mode == "none":
             return
         blocks = 3 if width > THIRD_DOWNSAMPLE_WIDTH else 2
@@ -217,10 +231,15 @@ class CCF(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, P, C, return_attention=False):
-        """P, C: B x in_ch x H x W -> F: B x 2mid x H x W; with return_attention also a dict
-        of A_mono, A_multi (B x N x N) and multi_out, mono_out (B x mid x h x w), those that
-        the mode computes."""
-        fused = torch.cat([self.mono_reg(P), self.multi_reg(C)], 1)
+        """P, C: B x in_ch x H x W -> F: B x out_channels x H x W; with return_attention also a
+        dict of A_mono, A_multi (B x N x N) and multi_out, mono_out (B x mid x h x w), those
+        that the mode computes."""
+        if self.mode == "mono_guide_multi":
+            fused = self.multi_reg(C)
+        elif self.mode == "multi_guide_mono":
+            fused = self.mono_reg(P)
+        else:
+            fused = torch.cat([self.mono_reg(P), self.multi_reg(C)], 1)
         if self.mode == "none":
             return (fused, {}) if return_attention else fused
         mono, multi = self.mono_expand(P), self.multi_expand(C)
@@ -237,7 +256,8 @@ class CCF(nn.Module):
             out, extras["A_multi"] = _attend(tokens(self.multi_query, multi), tokens(self.multi_key, multi),
                                              tokens(self.mono_value, mono))
             mono_out = extras["mono_out"] = out.view(B, self.mid, h, w)
-        guided = F.interpolate(torch.cat([multi_out, mono_out], 1), size=fused.shape[2:], mode="nearest")
+        paths = {"ccf": [multi_out, mono_out], "mono_guide_multi": [multi_out], "multi_guide_mono": [mono_out]}
+        guided = F.interpolate(torch.cat(paths[self.mode], 1), size=fused.shape[2:], mode="nearest")
         fused = fused + self.gamma * guided
         return (fused, extras) if return_attention else fused
 
@@ -451,7 +471,7 @@ class DynamicMultiFrameDepth(nn.Module):
         skips = self.backbone.num_ch_enc[:NUM_SKIPS]
         self.mono_module = MonoRecDepthModule(3, skips, inv_range)
         self.fusion = CCF(num_bins, ccf_dim, fusion, width)
-        self.depth_module = MonoRecDepthModule(2 * ccf_dim + 3, skips, inv_range)
+        self.depth_module = MonoRecDepthModule(self.fusion.out_channels + 3, skips, inv_range)
         self.register_buffer("depth_bins", inverse_depth_bins(num_bins, *inv_range), persistent=False)
         self.align_corners, self.flip_prob = align_corners, flip_prob
 

@@ -57,7 +57,7 @@ def test_presets_and_checks():
     with pytest.raises(SystemExit, match="kitti_odom_mf"):
         _opt("--dataset", "kitti")
     # 7.22 through the method: the ResNet-18 model, frozen backbone by default
-    total, trainable = count_parameters(build_method(_opt()))
+    total, trainable = count_parameters(build_method(_opt("--freeze_backbone")))
     assert (total, trainable) == (20_666_289, 8_976_777)
 
 
@@ -152,3 +152,18 @@ def test_resume_reproduces_the_losses(dmf_run, world, tmp_path):
     for s in range(k, 4):
         for name, value in ref[s]["terms"].items():
             assert after[s]["terms"][name] == pytest.approx(value, rel=1e-6, abs=1e-8), (s, name)
+
+
+def test_silog_pools_the_pixels_of_the_batch():
+    """7.16: SILog is computed over the valid pixels of the whole batch, not per sample: two
+    samples each exactly c_i x GT give 0 each alone but not together."""
+    from losses import silog_loss_dmf
+    gt = torch.rand(2, 1, 8, 8) * 0.3 + 0.01
+    pred = gt.clone()
+    pred[0] *= 1.5
+    pred[1] *= 0.5
+    alone = [float(silog_loss_dmf(pred[i:i + 1], gt[i:i + 1])) for i in range(2)]
+    assert alone == pytest.approx([1.5704, 10 * 0.15 ** 0.5 * abs(torch.log(torch.tensor(0.5)).item())], abs=1e-3)
+    g = torch.cat([torch.full((64,), -torch.log(torch.tensor(1.5))), torch.full((64,), -torch.log(torch.tensor(0.5)))])
+    expected = 10 * torch.sqrt(g.var(unbiased=True) + 0.15 * g.mean() ** 2)
+    assert float(silog_loss_dmf(pred, gt)) == pytest.approx(float(expected), rel=1e-4)
