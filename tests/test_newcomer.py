@@ -256,7 +256,7 @@ def test_every_script_has_its_own_options_each_with_help_and_default(monkeypatch
             if action.dest != "help":
                 assert action.help and len(action.help) > 8, (name, action.option_strings)
     evaluate_help = parsers["evaluate_depth"].format_help()
-    assert "--learning_rate" not in evaluate_help and len(evaluate_help.splitlines()) < 100  # its own options only (93 lines with the region flag)
+    assert "--learning_rate" not in evaluate_help and len(evaluate_help.splitlines()) < 125  # its own options and the test sets' (108 lines)
 
 
 def test_time_left_counts_steps_and_validations(static_world, tmp_path):

@@ -107,6 +107,7 @@ def test_truncated_state_falls_back_to_previous(static_world, tmp_path, capsys):
     assert t.step == 2  # previous.pt: the state after step 2
 
 
+@pytest.mark.slow  # two 7-epoch trainings, 3.5 min on 2 cores (the default suite's budget)
 def test_bf16_channels_last_tracks_float32(static_world, tmp_path):
     curves = {}
     for name, extra in (("fp32", []), ("bf16", ["--amp", "bf16", "--channels_last"])):
@@ -239,3 +240,28 @@ def test_decode_on_device_matches_the_cached_fast_path(world, tmp_path):
                 ["--fast_loader", "--decode_on_device", "--cache_dir", str(tmp_path)]):
         with pytest.raises(SystemExit, match="--decode_on_device needs --fast_loader"):
             MonodepthOptions().parse(bad)
+
+
+def test_warping_geometry_stays_float32_under_bf16_autocast():
+    """The fast guard of the slow bf16 training test above: with the same disparities and
+    poses, the sampling grids under bf16 autocast equal the float32 ones exactly (in bf16 a
+    coordinate near 600 is only known to within 4 pixels)."""
+    from methods import build_method
+    from tests.helpers.batch import fake_batch
+    torch.manual_seed(0)
+    opt = MonodepthOptions().parse(["--weights_init", "scratch", "--height", "64", "--width", "640"])
+    method = build_method(opt)
+    inputs = fake_batch(opt)
+    outputs = {("disp", s): torch.rand(2, 1, 64 // 2 ** s, 640 // 2 ** s) for s in opt.scales}
+    for f in (-1, 1):
+        T = torch.eye(4).repeat(2, 1, 1)
+        T[:, 0, 3] = 0.3 * f
+        outputs[("cam_T_cam", 0, f)] = T
+    plain = dict(outputs)
+    method.generate_images_pred(inputs, plain)
+    mixed = dict(outputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        method.generate_images_pred(inputs, mixed)
+    for f in (-1, 1):
+        assert mixed[("sample", f, 0)].dtype == torch.float32
+        assert torch.equal(mixed[("sample", f, 0)], plain[("sample", f, 0)])

@@ -390,6 +390,7 @@ def test_training_groups_schedule_and_distillation_from_epoch_one(srd_run):
     assert sorted(weights) == ["adam.pth", "depth.pth", "encoder.pth", "opt.json", "pose.pth"]
 
 
+@pytest.mark.slow  # another training (the default suite's time budget)
 def test_resume_inside_epoch_two_reproduces_the_losses_with_the_teacher(srd_run, static_world, tmp_path):
     trainer, ref_dir = srd_run
     ref = train_steps(ref_dir)
