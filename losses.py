@@ -11,15 +11,16 @@ IDENTITY_NOISE = 1e-5  # breaks ties between identical identity and reprojection
 class ReprojectionLoss(nn.Module):
     """pe(pred, target): B x 1 x H x W per-pixel photometric error."""
 
-    def __init__(self, no_ssim=False):
+    def __init__(self, no_ssim=False, ssim_weight=SSIM_WEIGHT):
         super().__init__()
         self.ssim = None if no_ssim else SSIM()
+        self.ssim_weight = ssim_weight
 
     def forward(self, pred, target):
         l1 = torch.abs(target - pred).mean(1, True)
         if self.ssim is None:
             return l1
-        return SSIM_WEIGHT * self.ssim(pred, target).mean(1, True) + (1 - SSIM_WEIGHT) * l1
+        return self.ssim_weight * self.ssim(pred, target).mean(1, True) + (1 - self.ssim_weight) * l1
 
 
 def min_reprojection(reprojection_losses, identity_losses=None, avg_reprojection=False):

@@ -52,6 +52,10 @@ class DynamicMultiFrame(Method):
         g.add_argument("--cv_num_bins", type=int, default=32, help="cost-volume depths")
         g.add_argument("--cv_inv_depth_range", type=float, nargs=2, default=[0.0025, 0.33],
                        metavar=("MIN", "MAX"), help="inverse-depth range of the cost volume and of the outputs")
+        g.add_argument("--cv_patch", type=int, default=3, help="window of the mean over the SSIM errors (odd)")
+        g.add_argument("--no_flip_after_cv", dest="flip_after_cv", action="store_false",
+                       help="no random horizontal flip in training (by default each sample is mirrored with "
+                            "p = 0.5 inside the model, after its cost volume)")
         g.add_argument("--fusion", choices=["ccf", "mono_guide_multi", "multi_guide_mono", "none"], default="ccf",
                        help="cross-cue fusion, one of its one-way ablations, or none (the two volumes side by side)")
         g.add_argument("--ccf_dim", type=int, default=32, help="CCF's channels per cue")
@@ -87,6 +91,8 @@ class DynamicMultiFrame(Method):
                              f"--dataset {opt.dataset} has neither")
         if opt.height % 16 or opt.width % 16:
             raise SystemExit(f"--height {opt.height} --width {opt.width}: multiples of 16")
+        if opt.cv_patch < 1 or opt.cv_patch % 2 == 0:
+            raise SystemExit(f"--cv_patch {opt.cv_patch}: an odd window (1, 3, 5, ...)")
 
     @classmethod
     def dataset_options(cls, opt):
@@ -103,7 +109,8 @@ class DynamicMultiFrame(Method):
             height=opt.height, width=opt.width, num_bins=opt.cv_num_bins, inv_range=tuple(opt.cv_inv_depth_range),
             fusion=opt.fusion, align_corners=not opt.reference_align_corners,
             weights_file=getattr(opt, "imagenet_weights", None), ccf_dim=opt.ccf_dim,
-            imagenet_stats=opt.imagenet_stats)
+            imagenet_stats=opt.imagenet_stats, cv_patch=opt.cv_patch,
+            flip_prob=0.5 if getattr(opt, "flip_after_cv", True) else 0.0)
         # a fine-tuned EfficientNet computes only the levels the modules use: its deepest
         # blocks get no gradient (DDP must know)
         self.find_unused_parameters = not freeze

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 import networks
 from layers import disp_to_depth, transformation_from_parameters, warp
-from losses import masked_silog, smoothness_loss
+from losses import ReprojectionLoss, masked_silog, smoothness_loss
 from methods import register_method
 from methods.base import folder_options, load_state_file
 from methods.monodepth2 import Monodepth2
@@ -72,6 +72,9 @@ class MISMBase(Monodepth2):
         g.add_argument("--depth_bin_fac", type=float, default=1.0, help="initial F (range d_p/(1+F) .. d_p(1+F))")
         g.add_argument("--delta_fac", type=float, default=1.2, help="PADS update factor")
         add_switch(g, "convex_up", "convex x4 upsampling of MNet's depth (else bilinear)")
+        g.add_argument("--ssim_lw", type=float, default=0.85,
+                       help="SSIM's weight in the photometric error (the rest is L1), for SNet, MNet and the "
+                            "distillation mask")
         g.add_argument("--mnet_weights_folder", type=str,
                        help="inference: MNet (m_encoder, reg3d with F, up) from this folder, the SNet and pose "
                             "network from --load_weights_folder (a bundle assembled from two runs)")
@@ -113,6 +116,7 @@ class MISMBase(Monodepth2):
         for name in MNET_MODELS:
             self.models[name] = getattr(mnet, name)
         self.__dict__["mnet"] = mnet  # its submodules are registered under models (weight-file names)
+        self.reprojection = ReprojectionLoss(opt.no_ssim, opt.ssim_lw)
         if getattr(opt, "mnet_weights_folder", None) and getattr(opt, "for_inference", False) and not opt.single_frame:
             self.load_weights(os.path.expanduser(opt.mnet_weights_folder), MNET_MODELS, strict=True)
             print(f"-> MNet from {opt.mnet_weights_folder}")

@@ -460,7 +460,7 @@ class DynamicMultiFrameDepth(nn.Module):
 
     def __init__(self, backbone="resnet18", pretrained=False, freeze_backbone=True, height=256, width=512,
                  num_bins=NUM_BINS, inv_range=INV_DEPTH_RANGE, fusion="ccf", align_corners=True,
-                 weights_file=None, ccf_dim=32, flip_prob=0.5, imagenet_stats=False):
+                 weights_file=None, ccf_dim=32, flip_prob=0.5, imagenet_stats=False, cv_patch=3):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"--backbone {backbone!r}: use one of {', '.join(BACKBONES)}")
@@ -473,11 +473,11 @@ class DynamicMultiFrameDepth(nn.Module):
         self.fusion = CCF(num_bins, ccf_dim, fusion, width)
         self.depth_module = MonoRecDepthModule(self.fusion.out_channels + 3, skips, inv_range)
         self.register_buffer("depth_bins", inverse_depth_bins(num_bins, *inv_range), persistent=False)
-        self.align_corners, self.flip_prob = align_corners, flip_prob
+        self.align_corners, self.flip_prob, self.cv_patch = align_corners, flip_prob, cv_patch
 
     def forward(self, key, sources, poses, K, invK, flip=None):
         cost_volume = ssim_cost_volume(key, sources, poses, K, invK, self.depth_bins,
-                                       align_corners=self.align_corners)
+                                       align_corners=self.align_corners, patch=self.cv_patch)
         flip = self._draw_flip(key, flip)
         image, volume = key - 0.5, cost_volume
         if flip is not None:

@@ -56,6 +56,11 @@ def test_presets_and_checks():
         _opt("--frame_ids", "0", "-1")
     with pytest.raises(SystemExit, match="kitti_odom_mf"):
         _opt("--dataset", "kitti")
+    with pytest.raises(SystemExit, match="--cv_patch 4"):
+        _opt("--cv_patch", "4")
+    model = build_method(_opt("--no_flip_after_cv", "--cv_patch", "5")).models["model"]
+    assert (model.flip_prob, model.cv_patch) == (0.0, 5)
+    assert build_method(_opt()).models["model"].flip_prob == 0.5
     # 7.22 through the method: the ResNet-18 model, frozen backbone by default
     total, trainable = count_parameters(build_method(_opt("--freeze_backbone")))
     assert (total, trainable) == (20_666_289, 8_976_777)

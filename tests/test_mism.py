@@ -145,6 +145,7 @@ def test_presets_and_option_checks(tmp_path):
     with pytest.raises(SystemExit, match="missing s_encoder.pth"):
         MonodepthOptions().parse(["--config", "mism_student_hrnet18_640x192", "--teacher_weights_folder",
                                   str(tmp_path)])
+    assert build_method(_opt("mism_teacher", "--ssim_lw", "0.5")).reprojection.ssim_weight == 0.5
     with pytest.raises(SystemExit, match="--prior_scale 3"):
         _opt("mism_teacher", "--prior_scale", "3")
     with pytest.raises(SystemExit, match="--num_depth_bins 12"):
