@@ -73,6 +73,9 @@ class DynamicMultiFrame(Method):
                        help="VNL with batch item 0's focal length and the image centre (the released code)")
         g.add_argument("--imagenet_stats", action="store_true",
                        help="EfficientNet-B5 with ImageNet mean/std (the released code) instead of its own")
+        g.add_argument("--ref_compat", action="store_true",
+                       help="all of the released code's behaviours at once: --reference_align_corners "
+                            "--reference_scatter --reference_vnl_intrinsics --imagenet_stats")
         g.add_argument("--eval_branch", choices=["multi", "mono"], default="multi",
                        help="inference: the multi-frame output or the mono branch's as the main output")
         parser.set_defaults(dataset="kitti_odom_mf", height=256, width=512, frame_ids=[0, -1, 1], scales=[0],
@@ -91,6 +94,9 @@ class DynamicMultiFrame(Method):
                              f"--dataset {opt.dataset} has neither")
         if opt.height % 16 or opt.width % 16:
             raise SystemExit(f"--height {opt.height} --width {opt.width}: multiples of 16")
+        if opt.ref_compat:
+            opt.reference_align_corners = opt.reference_scatter = opt.reference_vnl_intrinsics = True
+            opt.imagenet_stats = True
         if opt.cv_patch < 1 or opt.cv_patch % 2 == 0:
             raise SystemExit(f"--cv_patch {opt.cv_patch}: an odd window (1, 3, 5, ...)")
 

@@ -61,6 +61,11 @@ def test_presets_and_checks():
     model = build_method(_opt("--no_flip_after_cv", "--cv_patch", "5")).models["model"]
     assert (model.flip_prob, model.cv_patch) == (0.0, 5)
     assert build_method(_opt()).models["model"].flip_prob == 0.5
+    ref = _opt("--ref_compat")
+    assert ref.reference_align_corners and ref.reference_scatter and ref.reference_vnl_intrinsics and ref.imagenet_stats
+    assert build_method(ref).models["model"].align_corners is False
+    plain = _opt()
+    assert not (plain.reference_align_corners or plain.reference_scatter or plain.reference_vnl_intrinsics)
     # 7.22 through the method: the ResNet-18 model, frozen backbone by default
     total, trainable = count_parameters(build_method(_opt("--freeze_backbone")))
     assert (total, trainable) == (20_666_289, 8_976_777)
