@@ -110,22 +110,25 @@ class ManyDepth(Monodepth2):
         return "black"
 
     def __init__(self, opt):
-        super().__init__(opt)  # encoder, depth, pose networks, geometry, photometric loss
+        super().__init__(opt)  # pose networks, geometry, photometric loss, and build_depth_networks
         self.matching_frames = self._matching_frames(opt)
-        pretrained = opt.weights_init == "pretrained"
-        self.models["encoder"] = ResnetEncoderMatching(
-            opt.num_layers, pretrained, opt.height, opt.width, num_depth_bins=opt.num_depth_bins,
-            depth_binning=opt.depth_binning, weights_file=getattr(opt, "imagenet_weights", None),
-            count_valid_from_mask=not opt.cost_count_nonzero)
-        self.models["depth"] = networks.build_depth_decoder(opt, self.models["encoder"].num_ch_enc)
-        self.models["mono_encoder"] = networks.build_encoder(opt)
-        self.models["mono_depth"] = networks.build_depth_decoder(opt, self.models["mono_encoder"].num_ch_enc)
         self.frozen = False
         if opt.mono_weights_folder:
             self.load_teacher(opt.mono_weights_folder)
         if opt.freeze_teacher_and_pose:
             self.freeze()
         self.inference_frames = (0,) if opt.eval_teacher else tuple([0] + self.matching_frames)
+
+    def build_depth_networks(self):
+        """The matching encoder and its decoder, and the single-frame teacher."""
+        opt = self.opt
+        self.models["encoder"] = ResnetEncoderMatching(
+            opt.num_layers, opt.weights_init == "pretrained", opt.height, opt.width,
+            num_depth_bins=opt.num_depth_bins, depth_binning=opt.depth_binning,
+            weights_file=getattr(opt, "imagenet_weights", None), count_valid_from_mask=not opt.cost_count_nonzero)
+        self.models["depth"] = networks.build_depth_decoder(opt, self.models["encoder"].num_ch_enc)
+        self.models["mono_encoder"] = networks.build_encoder(opt)
+        self.models["mono_depth"] = networks.build_depth_decoder(opt, self.models["mono_encoder"].num_ch_enc)
 
     def load_teacher(self, folder):
         """The teacher and the pose network from a ManyDepth or a monodepth2 folder."""

@@ -49,8 +49,7 @@ class Monodepth2(Method):
         self.num_pose_frames = 2 if opt.pose_model_input == "pairs" else len(
             [f for f in self.frame_ids if f != "s"])
         self.use_pose_net = not (opt.use_stereo and self.frame_ids == [0, "s"])
-        self.models["encoder"] = networks.build_encoder(opt)
-        self.models["depth"] = networks.build_depth_decoder(opt, self.models["encoder"].num_ch_enc)
+        self.build_depth_networks()
         if self.use_pose_net:
             self.models.update(networks.build_pose_networks(opt, self.models["encoder"].num_ch_enc,
                                                             self.num_pose_frames))
@@ -64,6 +63,12 @@ class Monodepth2(Method):
             self.backproject[str(scale)] = BackprojectDepth(opt.batch_size, h, w)
             self.project[str(scale)] = Project3D(opt.batch_size, h, w)
         self.reprojection = ReprojectionLoss(opt.no_ssim)
+
+    def build_depth_networks(self):
+        """models["encoder"] and models["depth"] (a subclass with other depth networks builds
+        them here, so that nothing is built twice)."""
+        self.models["encoder"] = networks.build_encoder(self.opt)
+        self.models["depth"] = networks.build_depth_decoder(self.opt, self.models["encoder"].num_ch_enc)
 
     # --------------------------------------------------------------------- forward
     def forward(self, inputs):

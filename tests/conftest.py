@@ -45,3 +45,14 @@ def require_shared(path, what):
 @pytest.fixture
 def real_sample():
     return require_shared(SHARED_SAMPLE, "the real KITTI sample")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`):
+    the machine's cores are shared."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

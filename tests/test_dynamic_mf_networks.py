@@ -15,13 +15,7 @@ FX, CX, CY = 489.2, 248.3, 126.7  # KITTI odometry 04-10 at 256 x 512 (spec §1)
 SMALL_H, SMALL_W = 64, 128  # the whole model on small inputs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def intrinsics(height, width=None, batch=1):

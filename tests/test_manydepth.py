@@ -118,18 +118,6 @@ def test_multi_frame_loss_terms_at_one_scale():
     assert float(terms["consistency"]) == pytest.approx(float(consistency), rel=1e-5)
 
 
-def _adam_steps(method, inputs, n, start=0):
-    opt = torch.optim.Adam([g["params"] for g in method.param_groups()][0], lr=1e-3)
-    for step in range(start, start + n):
-        outputs = method(inputs)
-        terms, _ = method.compute_losses(inputs, outputs)
-        opt.zero_grad(set_to_none=True)
-        sum(terms.values()).backward()
-        opt.step()
-        method.on_train_step_end(step, inputs, outputs)
-    return opt
-
-
 def _snapshot(method):
     state = {f"{n}.{k}": v.clone() for n in TEACHER for k, v in method.models[n].state_dict().items()}
     enc = method.models["encoder"]

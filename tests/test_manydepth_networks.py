@@ -14,13 +14,7 @@ from networks.manydepth import ResnetEncoderMatching, depth_bins, matching_mask
 B, H, W, D = 2, 64, 192, 16  # small input: matching at 16 x 48
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def intrinsics(h, w, batch=B):

@@ -12,13 +12,7 @@ from networks.registry import build_depth_decoder, build_encoder
 from options import MonodepthOptions
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _K(h, w, B=1, dtype=torch.float32):
