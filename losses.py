@@ -66,6 +66,24 @@ def masked_silog(pred, target, mask, variance_focus=1.0, eps=1e-12):
     return torch.sqrt(variance.clamp(min=eps))
 
 
+def masked_ssim_l1(pred, target, mask, ssim, ssim_weight=SSIM_WEIGHT, l1_everywhere=False):
+    """SSIM-plus-L1 distance of two depth maps (B x 1 x H x W) over the masked pixels:
+    ssim_weight x mean SSIM dissimilarity + (1 - ssim_weight) x mean |pred - target|.
+    l1_everywhere: the L1 term over all pixels (MISM's code), not only the masked ones.
+    `ssim` is an SSIM module (layers.SSIM). An empty mask gives 0 for the masked terms."""
+    mask = mask.bool()
+    zero = pred.sum() * 0
+    dissimilarity = ssim(pred, target)
+    l1 = torch.abs(pred - target)
+    masked = bool(mask.any())
+    ssim_term = dissimilarity[mask].mean() if masked else zero
+    if l1_everywhere:
+        l1_term = l1.mean()
+    else:
+        l1_term = l1[mask].mean() if masked else zero
+    return ssim_weight * ssim_term + (1 - ssim_weight) * l1_term
+
+
 # --- supervised multi-frame depth (Li et al., CVPR 2023; MonoRec's abs_silog_loss_virtualnormal)
 SILOG_VARIANCE_WEIGHT = 0.15  # L = 10 sqrt(Var(g) + 0.15 mean(g)^2)
 MAX_GT_INV_DEPTH = 100.0  # GT inverse depth clipped to <= 100 (depth >= 1 cm)

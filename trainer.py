@@ -504,8 +504,10 @@ class Trainer:
         folder = checkpoints.save_weight_folder(self.method, self.optimizer,
                                                 os.path.join(self.models_dir, name or f"weights_{self.epoch}"),
                                                 self.opt)
-        if name is None and self.opt.keep_weights > 0:
-            checkpoints.prune_weight_folders(self.models_dir, self.opt.keep_weights)
+        if name is None:
+            checkpoints.point_last(self.models_dir, os.path.basename(folder))
+            if self.opt.keep_weights > 0:
+                checkpoints.prune_weight_folders(self.models_dir, self.opt.keep_weights)
         return folder
 
     def save_state(self):

@@ -3,7 +3,8 @@
 Stage 1 (`--method mism_teacher`): a single-frame network SNet (HRNet-18 on raw RGB with
 RA-Depth's multi-scale-fusion decoder, or a ResNet-18 with Monodepth2's decoder) and the
 pose network learn Monodepth2's way; MNet (networks/mism.py: FPN features, 16 depth
-hypotheses around SNet's detached depth, group-wise correlation with frame -1, a 3D U-Net,
+hypotheses around SNet's detached depth, group-wise correlation with frame -1 (or the
+frame --matching_ids names), a 3D U-Net,
 local soft-argmax, convex upsampling) learns from its own photometric loss and the
 masked-image consistency. Poses and prior are detached, so the two never exchange
 gradients; MNet has its own LR group. PADS widens MNet's range (F) where it disagrees
@@ -26,7 +27,8 @@ Departures from the released code, each with a switch where results change:
   in the hole, weight mask_lw once, the target detached (`--masked_loss reference`);
 - flags that could not be switched off (`adaptive_range`, `convex_up`,
   `use_many_frame_depth`, `msc_min_reproj_mask`) have --no_ forms;
-- SILog is guarded against an empty mask and a negative variance;
+- SILog is guarded against an empty mask and a negative variance; `--msc_loss_type ssim`
+  keeps its L1 term inside the distillation mask (`--msc_ssim_l1_everywhere`: all pixels);
 - PADS is updated after training steps only (not on validation batches).
 """
 import copy
@@ -36,8 +38,8 @@ import torch
 import torch.nn.functional as F
 
 import networks
-from layers import disp_to_depth, transformation_from_parameters, warp
-from losses import ReprojectionLoss, masked_silog, smoothness_loss
+from layers import SSIM, disp_to_depth, transformation_from_parameters, warp
+from losses import ReprojectionLoss, masked_silog, masked_ssim_l1, smoothness_loss
 from methods import register_method
 from methods.base import folder_options, load_state_file
 from methods.monodepth2 import Monodepth2
@@ -47,7 +49,7 @@ SNET_MODELS = ("s_encoder", "s_depth", "pose_encoder", "pose")
 MNET_MODELS = ("m_encoder", "reg3d", "up")
 SNETS = {"hrnet": ("hrnet18_raw", "msf"), "resnet": ("resnet", "monodepth2")}
 MNET_OPTIONS = ("num_depth_bins", "schedule_type", "reg3d_c", "norm_radius", "adaptive_range", "depth_bin_fac",
-                "delta_fac", "convex_up")
+                "delta_fac", "convex_up", "matching_ids")
 MIN_DISP, MAX_DISP = 0.01, 10.0  # MNet's smoothness normalises 1/d over [0.01, 10] (depth 0.1-100)
 
 
@@ -65,6 +67,9 @@ class MISMBase(Monodepth2):
         g.add_argument("--num_depth_bins", type=int, default=16, help="MNet's hypotheses (a multiple of 8)")
         g.add_argument("--schedule_type", choices=["inverse", "linear", "log"], default="inverse",
                        help="spacing of the hypotheses between d_p/(1+F) and d_p(1+F)")
+        g.add_argument("--matching_ids", type=int, nargs=2, default=[0, -1], metavar=("TARGET", "SOURCE"),
+                       help="MNet matches frame 0 against SOURCE (-1: the previous frame; 1: the next one, "
+                            "which makes the model use a future frame)")
         g.add_argument("--prior_scale", type=int, default=2, help="scale of the cost volume (only 2 is supported)")
         g.add_argument("--reg3d_c", type=int, default=16, help="base channels of the 3D U-Net")
         g.add_argument("--norm_radius", type=int, default=1, help="window of the local soft-argmax (k* +- r)")
@@ -99,8 +104,13 @@ class MISMBase(Monodepth2):
                              "stage 2 takes its teacher with --teacher_weights_folder")
         if opt.norm_radius != 1:
             raise SystemExit("--norm_radius: only 1 (MISM's window k* +- 1) is implemented")
-        if opt.use_stereo or -1 not in opt.frame_ids:
-            raise SystemExit("MISM is monocular and matches against frame -1: --frame_ids 0 -1 1, no --use_stereo")
+        target, source = opt.matching_ids
+        if target != 0 or source == 0:
+            raise SystemExit(f"--matching_ids {target} {source}: the first id is the target 0, the second a "
+                             "source frame (e.g. 0 -1)")
+        if opt.use_stereo or source not in opt.frame_ids:
+            raise SystemExit(f"MISM is monocular and matches against frame {source} (--matching_ids): it must be "
+                             f"in --frame_ids (now {' '.join(map(str, opt.frame_ids))}), no --use_stereo")
         if opt.pose_model_type != "separate_resnet" or opt.pose_model_input != "pairs":
             raise SystemExit("MISM needs --pose_model_type separate_resnet --pose_model_input pairs")
 
@@ -150,7 +160,13 @@ class MISMBase(Monodepth2):
         return transformation_from_parameters(axisangle[:, 0], translation[:, 0], invert=f < 0)
 
     def run_mnet(self, inputs, prior, T, key="color_aug"):
-        return self.mnet(inputs[(key, 0, 0)], inputs[(key, -1, 0)], prior, T, inputs[("K", 2)], inputs[("inv_K", 2)])
+        return self.mnet(inputs[(key, 0, 0)], inputs[(key, self.match_id, 0)], prior, T, inputs[("K", 2)],
+                         inputs[("inv_K", 2)])
+
+    @property
+    def match_id(self):
+        """MNet's source frame (--matching_ids' second id; -1 in folders saved without it)."""
+        return getattr(self.opt, "matching_ids", [0, -1])[1]
 
     def warp_errors(self, inputs, depth, poses):
         """Photometric errors B x n x H x W of frames frame_ids[1:] warped with depth and poses."""
@@ -162,19 +178,19 @@ class MISMBase(Monodepth2):
         return torch.cat(errors, 1)
 
     def predict(self, inputs):
-        """Frames 0 and -1, K at 1/4 -> MNet's depth with SNet(I0) as prior and the pose
-        network on (I-1, I0); SNet's depth as the "single_frame" variant. --single_frame:
+        """Frames 0 and -1 (--matching_ids), K at 1/4 -> MNet's depth with SNet(I0) as prior
+        and the pose network on the pair in time order; SNet's depth as the "single_frame" variant. --single_frame:
         SNet's depth from frame 0 alone."""
         _, depth = self.snet_depth(inputs[("color", 0, 0)])
         if self.opt.single_frame:
             return {"depth": depth, "disp": 1 / depth}
-        T = self.pose(inputs, -1, key="color")
+        T = self.pose(inputs, self.match_id, key="color")
         multi = self.run_mnet(inputs, depth, T, key="color")["depth"].float()
         return {"depth": multi, "disp": 1 / multi, "variants": {"single_frame": depth}}
 
     @property
     def inference_frames(self):
-        return (0,) if self.opt.single_frame else (0, -1)
+        return (0,) if self.opt.single_frame else (0, self.match_id)
 
     @property
     def inference_models(self):
@@ -268,7 +284,7 @@ class MISMTeacher(MISMBase):
         outputs["snet_errors"] = self.warp_errors(inputs, depth, poses)
         poses = {f: T.detach() for f, T in poses.items()}
         prior = depth.detach()
-        m = self.run_mnet(inputs, prior, poses[-1])
+        m = self.run_mnet(inputs, prior, poses[self.match_id])
         outputs.update(mnet_depth=m["depth"], mnet_depth_low=m["depth_low"], prior_depth=prior)
         outputs["mnet_errors"] = self.warp_errors(inputs, m["depth"], poses)
         if not self.training:  # validation batches: no masked pass (nor its random draw)
@@ -280,7 +296,7 @@ class MISMTeacher(MISMBase):
             keep = random_hole_mask(b, h, w, device=device)
         else:
             keep = torch.cat([random_hole_mask(1, h, w, device=device) for _ in range(b)])
-        masked = self.mnet(inputs[("color_aug", 0, 0)] * keep, None, prior, poses[-1], inputs[("K", 2)],
+        masked = self.mnet(inputs[("color_aug", 0, 0)] * keep, None, prior, poses[self.match_id], inputs[("K", 2)],
                            inputs[("inv_K", 2)], src_feats=m["src_feats"], hypotheses=m["hypotheses"])
         outputs["masked_depth_low"], outputs["keep_mask"] = masked["depth_low"], keep
         return outputs
@@ -328,7 +344,11 @@ class MISMStudent(MISMBase):
                             "are the frozen teacher; its MNet is the student's multi-frame network at test time")
         add_switch(g, "use_many_frame_depth", "distil the teacher's MNet depth (else the teacher SNet's)")
         add_switch(g, "msc_min_reproj_mask", "distil only where the teacher's reprojection error is below the student's")
-        g.add_argument("--msc_loss_type", choices=["silog", "l1"], default="silog", help="distillation loss")
+        g.add_argument("--msc_loss_type", choices=["silog", "l1", "ssim"], default="silog",
+                       help="distillation loss: SILog (scale-invariant), L1, or 0.85 SSIM + 0.15 L1 of the depths, "
+                            "each over the distillation mask")
+        g.add_argument("--msc_ssim_l1_everywhere", action="store_true",
+                       help="--msc_loss_type ssim: the L1 term over all pixels, not only the masked ones (MISM's code)")
         g.add_argument("--msc_loss_weight", type=float, default=0.1, help="distillation weight")
         g.add_argument("--variance_focus", type=float, default=1.0, help="SILog's lambda (1: scale-invariant)")
         g.add_argument("--start_msc_epochs", type=int, default=-1, help="distil from this epoch (-1: from the start)")
@@ -376,6 +396,7 @@ class MISMStudent(MISMBase):
         if not getattr(opt, "for_inference", False):
             self.load_teacher(opt.teacher_weights_folder)
         self.teacher_names = ["teacher_" + n for n in SNET_MODELS] + list(MNET_MODELS)
+        self.depth_ssim = SSIM()  # --msc_loss_type ssim (no parameters)
         for name in self.teacher_names:
             for p in self.models[name].parameters():
                 p.requires_grad_(False)
@@ -414,7 +435,7 @@ class MISMStudent(MISMBase):
             t_poses = {f: self.pose(inputs, f, encoder="teacher_pose_encoder", decoder="teacher_pose")
                        for f in self.frame_ids[1:]}
             if self.opt.use_many_frame_depth:
-                teacher = self.run_mnet(inputs, prior, t_poses[-1])["depth"]
+                teacher = self.run_mnet(inputs, prior, t_poses[self.match_id])["depth"]
             else:
                 teacher = prior
             outputs["teacher_depth"] = teacher
@@ -438,6 +459,9 @@ class MISMStudent(MISMBase):
             student, teacher = outputs[("depth", 0, 0)], outputs["teacher_depth"]
             if opt.msc_loss_type == "silog":
                 msc = masked_silog(student, teacher, mask, opt.variance_focus)
+            elif opt.msc_loss_type == "ssim":
+                msc = masked_ssim_l1(student, teacher, mask, self.depth_ssim,
+                                     l1_everywhere=opt.msc_ssim_l1_everywhere)
             else:
                 msc = (torch.abs(student - teacher) * mask).sum() / (mask.sum() + 1e-7)
             terms["distillation"] = opt.msc_loss_weight * msc

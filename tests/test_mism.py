@@ -324,10 +324,7 @@ def test_a_reference_style_teacher_folder_loads(mism_runs, tmp_path):
 def test_student_error_includes_the_identity_terms(tmp_path):
     """8.22 in the method: e_S is the minimum over the identity and the reprojection errors,
     so where the sources equal the target (identity error 0) the teacher is never used."""
-    torch.manual_seed(0)
-    teacher = build_method(_opt()).eval()
-    teacher.save_weights(str(tmp_path), {"height": 64, "width": 192, "use_stereo": False})
-    (tmp_path / "opt.json").write_text(json.dumps({**vars(teacher.opt)}))
+    _teacher_folder(tmp_path)
     student = build_method(_opt("mism_student", "--teacher_weights_folder", str(tmp_path))).train()
     inputs = fake_batch(student.opt)
     outputs = student(inputs)
@@ -340,3 +337,80 @@ def test_student_error_includes_the_identity_terms(tmp_path):
     _, logs = student.compute_losses(inputs, outputs)
     # identity errors are 0 (+-1e-5 noise): the teacher wins only where its error is below that
     assert float(logs["distill_fraction"]) < 0.01
+
+
+def test_ssim_distillation_numbers():
+    """--msc_loss_type ssim: 0.85 SSIM dissimilarity + 0.15 L1 over the mask (the reference
+    takes its L1 over every pixel: --msc_ssim_l1_everywhere); identical maps give 0, an
+    empty mask 0 without NaN."""
+    from layers import SSIM
+    from losses import masked_ssim_l1
+    torch.manual_seed(0)
+    ssim = SSIM()
+    a, b = torch.rand(2, 1, 8, 8) + 0.5, torch.rand(2, 1, 8, 8) + 0.5
+    mask = torch.rand(2, 1, 8, 8) > 0.5
+    d, l1 = ssim(a, b), (a - b).abs()
+    assert float(masked_ssim_l1(a, b, mask, ssim)) == pytest.approx(
+        float(0.85 * d[mask].mean() + 0.15 * l1[mask].mean()), rel=1e-6)
+    assert float(masked_ssim_l1(a, b, mask, ssim, l1_everywhere=True)) == pytest.approx(
+        float(0.85 * d[mask].mean() + 0.15 * l1.mean()), rel=1e-6)
+    assert float(masked_ssim_l1(a, a.clone(), mask, ssim)) < 1e-6
+    x = a.clone().requires_grad_()
+    empty = masked_ssim_l1(x, b, torch.zeros_like(mask), ssim)
+    empty.backward()
+    assert float(empty.detach()) == 0.0 and torch.isfinite(x.grad).all()
+    assert float(masked_ssim_l1(a, b, torch.zeros_like(mask), ssim, l1_everywhere=True)) == pytest.approx(
+        float(0.15 * l1.mean()), rel=1e-6)
+
+
+def _teacher_folder(tmp_path, *extra):
+    torch.manual_seed(0)
+    teacher = build_method(_opt("mism_teacher", *extra)).eval()
+    teacher.save_weights(str(tmp_path), {"height": 64, "width": 192, "use_stereo": False})
+    (tmp_path / "opt.json").write_text(json.dumps({**vars(teacher.opt)}))
+    return teacher
+
+
+def test_student_ssim_distillation_term(tmp_path):
+    _teacher_folder(tmp_path)
+    from losses import masked_ssim_l1
+    values = {}
+    for extra in ((), ("--msc_ssim_l1_everywhere",)):
+        torch.manual_seed(1)
+        student = build_method(_opt("mism_student", "--teacher_weights_folder", str(tmp_path),
+                                    "--msc_loss_type", "ssim", *extra)).train()
+        inputs = fake_batch(student.opt)
+        outputs = student(inputs)
+        terms, _ = student.compute_losses(inputs, outputs)
+        expected = 0.1 * masked_ssim_l1(outputs[("depth", 0, 0)], outputs["teacher_depth"],
+                                        outputs["distill_mask"].bool(), student.depth_ssim,
+                                        l1_everywhere=bool(extra))
+        assert float(terms["distillation"]) == pytest.approx(float(expected), rel=1e-6)
+        values[bool(extra)] = float(terms["distillation"])
+    assert 0 < float(outputs["distill_mask"].mean()) < 1
+    assert values[True] != pytest.approx(values[False], rel=1e-3)
+
+
+def test_matching_ids_choose_mnet_source(tmp_path):
+    """--matching_ids 0 1: MNet matches against the next frame (its pose too); frame -1 then
+    only feeds the photometric losses. The student inherits the teacher's ids."""
+    torch.manual_seed(0)
+    method = build_method(_opt("mism_teacher", "--matching_ids", "0", "1")).eval()
+    assert method.inference_frames == (0, 1)
+    inputs = fake_batch(method.opt)
+    with torch.no_grad():
+        base = method.predict(inputs)["depth"]
+        changed = dict(inputs)
+        changed[("color", -1, 0)] = torch.rand_like(inputs[("color", -1, 0)])
+        assert torch.equal(method.predict(changed)["depth"], base)
+        changed[("color", 1, 0)] = torch.rand_like(inputs[("color", 1, 0)])
+        assert not torch.allclose(method.predict(changed)["depth"], base)
+    default = build_method(_opt("mism_teacher")).eval()
+    assert default.inference_frames == (0, -1)
+    with pytest.raises(SystemExit, match="--matching_ids 1 -1"):
+        _opt("mism_teacher", "--matching_ids", "1", "-1")
+    with pytest.raises(SystemExit, match="frame 2"):
+        _opt("mism_teacher", "--matching_ids", "0", "2")
+    _teacher_folder(tmp_path, "--matching_ids", "0", "1")
+    student = _opt("mism_student", "--teacher_weights_folder", str(tmp_path))
+    assert student.matching_ids == [0, 1]

@@ -58,7 +58,7 @@ def test_ddp_two_processes_equal_single_process_step(static_world, tmp_path):
     lines = (log / "train_steps.jsonl").read_text().splitlines()
     assert len(lines) == 1
     assert len(os.listdir(log / "train")) == 1
-    assert sorted(os.listdir(log / "models")) == ["opt.json", "weights_0"]
+    assert sorted(os.listdir(log / "models")) == ["last", "opt.json", "weights_0"]
 
 
 def _losses(log_dir):

@@ -59,6 +59,23 @@ def test_weight_folder_in_monodepth2_format_loads_strictly(trained):
     assert any(f.startswith("events.out.tfevents") for f in logs)
 
 
+def test_models_last_names_the_newest_weight_folder(trained, tmp_path):
+    from training.checkpoints import point_last
+    _, folder = trained
+    models = os.path.dirname(folder)
+    last = os.path.join(models, "last")
+    assert os.path.islink(last) and os.readlink(last) == "weights_0"
+    assert os.path.samefile(last, folder)
+    # re-pointed atomically at the next epoch's folder; a real folder named last is never touched
+    os.makedirs(tmp_path / "weights_3")
+    os.symlink("weights_0", tmp_path / "last")
+    assert point_last(str(tmp_path), "weights_3") and os.readlink(tmp_path / "last") == "weights_3"
+    assert not os.path.exists(tmp_path / "last.tmp")
+    os.remove(tmp_path / "last")
+    os.makedirs(tmp_path / "last")
+    assert not point_last(str(tmp_path), "weights_3") and not os.path.islink(tmp_path / "last")
+
+
 def test_fine_tune_loads_weights_and_keeps_learning_rate(trained, static_world, tmp_path):
     _, folder = trained
     opt = _opt(static_world, tmp_path, "--load_weights_folder", folder, "--learning_rate", "1e-5")

@@ -39,6 +39,24 @@ def save_weight_folder(method, optimizer, folder, opt):
     return folder
 
 
+def point_last(models_dir, name):
+    """models/last -> the newest weight folder `name` (a relative symbolic link, replaced
+    atomically), so that `--load_weights_folder .../models/last` and MISM's
+    `--teacher_weights_folder .../models/last` always name the latest epoch. Returns False
+    where the file system has no symbolic links (the weights_N folders are unaffected)."""
+    link, tmp = os.path.join(models_dir, "last"), os.path.join(models_dir, "last.tmp")
+    if os.path.isdir(link) and not os.path.islink(link):
+        return False  # a real folder the user made: never replaced
+    try:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        os.symlink(name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except (OSError, NotImplementedError):
+        return False
+    return True
+
+
 def prune_weight_folders(models_dir, keep):
     """Remove all but the newest `keep` weights_<epoch> folders (weights_best stays)."""
     epochs = sorted(int(d[len("weights_"):]) for d in os.listdir(models_dir)
