@@ -40,6 +40,8 @@ ENC_KERNELS = (7, 7, 5, 5, 3)
 DEC_CHANNELS = (256, 128, 64, 48, 32, 24)
 NUM_SKIPS = 3  # backbone features at strides 2, 4, 8 join the decoder; deeper ones are unused
 FUSION_MODES = ("ccf", "mono_guide_multi", "multi_guide_mono", "none")
+CV_MATCHES = ("ssim", "l1", "ssim_l1")  # the cost volume's per-pixel matching error
+SSIM_WEIGHT = 0.85  # ssim_l1: 0.85 SSIM + 0.15 L1
 
 
 # ---- hypotheses, cost volume, one-hot volume -------------------------------------------
@@ -80,11 +82,23 @@ def _plane_grids(rays, P, depths, height, width):
     return grid.view(b_, c * height, width, 2), in_front.view(b_, c, height, width)
 
 
-def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, patch):
+def _matching_error(images, keys, match, ssim):
+    """Per-channel error of warped images against the key, in [0, 1] for images in [0, 1]:
+    SSIM dissimilarity ("ssim", the default), |difference| ("l1") or 0.85 SSIM + 0.15 L1
+    ("ssim_l1"), MonoRec's three choices."""
+    if match == "l1":
+        return (images - keys).abs()
+    err = ssim(images, keys)
+    if match == "ssim_l1":
+        err = SSIM_WEIGHT * err + (1 - SSIM_WEIGHT) * (images - keys).abs()
+    return err
+
+
+def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, patch, match="ssim"):
     """Matching error of one source at every depth and its validity.
 
-    Returns sad B x D x H x W in [0, 1] (per-channel SSIM dissimilarity, a patch x patch mean,
-    channels weighted (5, 16, 11)/32) and inside B x 1 x H x W (bool: the warp lands inside the
+    Returns sad B x D x H x W in [0, 1] (per-channel matching error (`match`), a patch x patch
+    mean, channels weighted (5, 16, 11)/32) and inside B x 1 x H x W (bool: the warp lands inside the
     source's interior at every depth)."""
     B, _, H, W = key.shape
     D = depths.numel()
@@ -105,13 +119,15 @@ def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, p
         inside &= lands.all(1, keepdim=True)
         images = warped[:, :3].transpose(1, 2).reshape(B * c, 3, H, W)
         keys = key.unsqueeze(1).expand(B, c, 3, H, W).reshape(B * c, 3, H, W)
-        err = F.avg_pool2d(ssim(images, keys), patch, stride=1, padding=patch // 2)  # zero padded
+        err = F.avg_pool2d(_matching_error(images, keys, match, ssim), patch, stride=1,
+                           padding=patch // 2)  # zero padded
         sad[:, start:start + c] = (err * weights).sum(1).view(B, c, H, W)
     return sad, inside
 
 
 @torch.no_grad()
-def ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, align_corners=True, patch=3):
+def ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, align_corners=True, patch=3,
+                     match="ssim"):
     """See _ssim_cost_volume; always computed in float32 (autocast off): in bfloat16 a pixel
     coordinate near 300 or a focal length near 490 is only known to within 1-2 pixels."""
     if torch.is_tensor(sources) and sources.dim() == 5:
@@ -120,11 +136,11 @@ def ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, ali
         poses = poses.unbind(1)
     with torch.autocast(key.device.type, enabled=False):
         return _ssim_cost_volume(key.float(), [s.float() for s in sources], [T.float() for T in poses], K.float(),
-                                 invK.float(), depths.float(), border, align_corners, patch)
+                                 invK.float(), depths.float(), border, align_corners, patch, match)
 
 
 def _ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, align_corners=True,
-                      patch=3):
+                      patch=3, match="ssim"):
     """MonoRec's photometric cost volume of the key frame (spec §3.2), batched over the batch
     and the bins (chunks of bins bound the memory), never differentiated.
 
@@ -132,6 +148,7 @@ def _ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, al
     poses: list of B x 4 x 4 key -> source (or B x N x 4 x 4); K, invK: B x 4 x 4 at H x W; depths: D (D >= 2).
     align_corners=True matches the (W-1, H-1) normalisation; False reproduces the released
     checkpoints' grid_sample (up to half a pixel off at the borders, pitfall 8.1).
+    match: the per-pixel error, "ssim" (the paper's), "l1" or "ssim_l1" (see _matching_error).
 
     Per source i: sad_i(d) in [0, 1]; confidence w_i = mask_i (1 - (sum_d exp(-10 (sad_i(d) -
     min_d sad_i)^2) - 1) / (D - 1)), mask_i = source valid (inside at every depth, in front of
@@ -157,7 +174,7 @@ def _ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, al
     den = key.new_zeros(B, 1, H, W)
     for source, T in zip(sources, poses):
         sad, inside = _source_error(key, source, T.to(key), K.to(key), rays, depths, mask,
-                                    align_corners, patch)
+                                    align_corners, patch, match)
         peak = torch.exp(-CONFIDENCE_ALPHA * (sad - sad.min(1, keepdim=True)[0]) ** 2).sum(1, keepdim=True)
         w = (1 - (peak - 1) / (D - 1)).clamp(min=0) * inside * mask
         num += w * sad
@@ -460,7 +477,7 @@ class DynamicMultiFrameDepth(nn.Module):
 
     def __init__(self, backbone="resnet18", pretrained=False, freeze_backbone=True, height=256, width=512,
                  num_bins=NUM_BINS, inv_range=INV_DEPTH_RANGE, fusion="ccf", align_corners=True,
-                 weights_file=None, ccf_dim=32, flip_prob=0.5, imagenet_stats=False, cv_patch=3):
+                 weights_file=None, ccf_dim=32, flip_prob=0.5, imagenet_stats=False, cv_patch=3, cv_match="ssim"):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"--backbone {backbone!r}: use one of {', '.join(BACKBONES)}")
@@ -473,11 +490,13 @@ class DynamicMultiFrameDepth(nn.Module):
         self.fusion = CCF(num_bins, ccf_dim, fusion, width)
         self.depth_module = MonoRecDepthModule(self.fusion.out_channels + 3, skips, inv_range)
         self.register_buffer("depth_bins", inverse_depth_bins(num_bins, *inv_range), persistent=False)
-        self.align_corners, self.flip_prob, self.cv_patch = align_corners, flip_prob, cv_patch
+        if cv_match not in CV_MATCHES:
+            raise ValueError(f"--cv_match {cv_match!r}: use one of {', '.join(CV_MATCHES)}")
+        self.align_corners, self.flip_prob, self.cv_patch, self.cv_match = align_corners, flip_prob, cv_patch, cv_match
 
     def forward(self, key, sources, poses, K, invK, flip=None):
         cost_volume = ssim_cost_volume(key, sources, poses, K, invK, self.depth_bins,
-                                       align_corners=self.align_corners, patch=self.cv_patch)
+                                       align_corners=self.align_corners, patch=self.cv_patch, match=self.cv_match)
         flip = self._draw_flip(key, flip)
         image, volume = key - 0.5, cost_volume
         if flip is not None:

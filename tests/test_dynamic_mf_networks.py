@@ -129,6 +129,23 @@ def test_cost_volume_argmax_finds_the_plane_bin(true_bin, capsys):
     assert fraction >= 0.99
 
 
+def test_cost_volume_matching_errors_l1_and_ssim_l1():
+    """--cv_match: with one source C = 1 - 2 sad wherever it is valid, and the patch mean is
+    linear, so the ssim_l1 volume's sad is 0.85 x SSIM's + 0.15 x L1's; each finds the plane."""
+    depths = inverse_depth_bins()
+    key, sources, poses, K, invK = plane_scene(depths[12].item(), [(0.5, 0, 0)], 64, 128)
+    volumes = {m: ssim_cost_volume(key, sources, poses, K, invK, depths, match=m) for m in ("ssim", "l1", "ssim_l1")}
+    valid = (volumes["ssim"] != 0) & (volumes["l1"] != 0) & (volumes["ssim_l1"] != 0)
+    assert valid.float().mean() > 0.5
+    sad = {m: (1 - v) / 2 for m, v in volumes.items()}
+    assert torch.allclose(sad["ssim_l1"][valid], (0.85 * sad["ssim"] + 0.15 * sad["l1"])[valid], atol=1e-5)
+    assert (sad["l1"] - sad["ssim"])[valid].abs().max() > 1e-2
+    for m, v in volumes.items():
+        assert (v.argmax(1) == 12)[valid.any(1)].float().mean() >= 0.99, m
+    with pytest.raises(ValueError, match="--cv_match"):
+        DynamicMultiFrameDepth(height=SMALL_H, width=SMALL_W, cv_match="sad")
+
+
 # ---- 7.9 zero baseline, points behind the camera, align_corners
 
 def test_cost_volume_is_exactly_zero_for_zero_baseline():
