@@ -45,6 +45,15 @@ def add_shared_options(p):
                         "<data_path>/splits/, or the path of a folder holding train_files.txt and val_files.txt")
     g.add_argument("--dataset", type=str, default="kitti", help="dataset class (see datasets/: kitti, "
                    "kitti_odom, kitti_depth)")
+    g.add_argument("--odom_train_seqs", nargs="+", metavar="NN",
+                   help="--dataset kitti_odom_mf: train on the keyframes of these odometry sequences instead of "
+                        "--split's files (the split written to <log_dir>/<model_name>/split/); without "
+                        "--odom_val_seqs the last keyframes of each are held out for validation")
+    g.add_argument("--odom_val_seqs", nargs="+", metavar="NN",
+                   help="--dataset kitti_odom_mf: validate on the first --val_max_per_seq keyframes of these "
+                        "sequences (never the test sequences: they would choose weights_best)")
+    g.add_argument("--val_max_per_seq", type=int, default=32,
+                   help="validation keyframes per sequence with --odom_train_seqs / --odom_val_seqs")
     g.add_argument("--png", action="store_true", help="read .png images (default .jpg)")
     g.add_argument("--height", type=int, default=192, help="input height (multiple of 32)")
     g.add_argument("--width", type=int, default=640, help="input width (multiple of 32)")
@@ -291,6 +300,9 @@ def check_options(opt):
     from datasets import DATASETS
     if opt.dataset not in DATASETS:
         raise SystemExit(f"--dataset {opt.dataset!r}: registered datasets are {', '.join(sorted(DATASETS))}")
+    if (getattr(opt, "odom_train_seqs", None) or getattr(opt, "odom_val_seqs", None)) and \
+            not hasattr(DATASETS[opt.dataset], "split_from_options"):
+        raise SystemExit(f"--odom_train_seqs / --odom_val_seqs need --dataset kitti_odom_mf (got {opt.dataset})")
     return opt
 
 

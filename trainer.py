@@ -186,6 +186,16 @@ class Trainer:
         train_file = os.path.join(split_dir, "train_files.txt")
         val_dir = resolve_split_dir(opt.val_split, opt.data_path) if opt.val_split else split_dir
         val_file = os.path.join(val_dir, "val_files.txt")
+        generated = getattr(DATASETS[opt.dataset], "split_from_options", lambda o: None)(opt) or {}
+        if generated:  # e.g. --odom_train_seqs: written beside the run, so that it is on record
+            folder = os.path.join(self.log_path, "split")
+            for name, lines in generated.items():
+                path = os.path.join(folder, f"{name}_files.txt")
+                if self.is_main:
+                    os.makedirs(folder, exist_ok=True)
+                    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+                train_file, val_file = (path, val_file) if name == "train" else (train_file, path)
+            self._barrier()
         self.train_dataset = self._make_dataset(read_split_file(train_file), True, train_file)
         self.val_dataset = self._make_dataset(read_split_file(val_file), False, val_file)
         for dataset in (self.train_dataset, self.val_dataset):

@@ -202,6 +202,13 @@ class KITTIOdomMultiFrameDataset(MonoDataset):
     """
     eval_protocol = "kitti_odom"
 
+    @classmethod
+    def split_from_options(cls, opt):
+        """Training / validation lines from --odom_train_seqs / --odom_val_seqs, or None."""
+        if not (getattr(opt, "odom_train_seqs", None) or getattr(opt, "odom_val_seqs", None)):
+            return None
+        return splits_from_options(opt.data_path, opt.odom_train_seqs, opt.odom_val_seqs, opt.val_max_per_seq)
+
     def __init__(self, data_path, filenames, height, width, frame_ids, num_scales, is_train=False,
                  img_ext=".png", split_file=None, *, input_path="default", cache_dir=None, targets=(),
                  seed=None, augmentations=None, pose_source="dvso", load_gt=True, load_masks=True,
@@ -369,6 +376,45 @@ def odometry_splits(lengths, train_seqs, test_seqs, val_tail=50, gap=3, val_per_
         out["val"] += [f"{seq:02d} {k} l" for k in tail]
     for seq in test_seqs:
         out["test"] += [f"{seq:02d} {k} l" for k in range(margin, lengths[seq] - margin)]
+    return out
+
+
+def splits_from_options(root, train_seqs=None, val_seqs=None, val_max_per_seq=32):
+    """{"train", "val": split lines} for --odom_train_seqs / --odom_val_seqs (only the ones
+    given). Training sequences alone: odometry_splits' held-out tails validate. With
+    validation sequences: every keyframe of the training sequences trains and the first
+    val_max_per_seq keyframes of each validation sequence validate."""
+    def length(seq):
+        try:
+            return sequence_length(root, seq)
+        except FileNotFoundError as e:
+            raise SystemExit(f"--odom_train_seqs / --odom_val_seqs: {e} (is --data_path the folder holding "
+                             "sequences/?)") from None
+
+    train_seqs = [int(s) for s in train_seqs or ()]
+    val_seqs = [int(s) for s in val_seqs or ()]
+    shared = sorted(set(train_seqs) & set(val_seqs))
+    if shared:
+        raise SystemExit(f"--odom_val_seqs: sequence(s) {', '.join(f'{s:02d}' for s in shared)} are also in "
+                         "--odom_train_seqs; validate on frames never trained on")
+    if val_max_per_seq < 1:
+        raise SystemExit(f"--val_max_per_seq {val_max_per_seq}: must be >= 1")
+    out = {}
+    if train_seqs:
+        lengths = {s: length(s) for s in train_seqs}
+        if val_seqs:
+            out["train"] = odometry_split_lines(root, train_seqs)
+        else:
+            held = odometry_splits(lengths, train_seqs, (), val_per_seq=val_max_per_seq)
+            out["train"], out["val"] = held["train"], held["val"]
+    if val_seqs:
+        for s in val_seqs:
+            length(s)
+        out["val"] = odometry_split_lines(root, val_seqs, val_max_per_seq)
+    for name, lines in out.items():
+        if not lines:
+            raise SystemExit(f"--odom_{name}_seqs: no {name} keyframes (sequences of at most "
+                             f"{2 * KEYFRAME_MARGIN} frames{', or all held out for validation' if name == 'train' else ''})")
     return out
 
 

@@ -17,7 +17,8 @@ STEREO_SCALE_FACTOR = 5.4  # KITTI's 0.54 m baseline / the 0.1 training units of
 EIGEN_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
 BENCHMARK_SIZE = (1216, 352)  # (W, H) of the depth benchmark's files
 DEFAULT_DATA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kitti_data")
-PATH_SPLITS = ("eigen", "eigen_benchmark")  # what --kitti_path evaluates without --eval_split
+PATH_SPLITS = ("eigen", "eigen_benchmark")
+OTHER_SPLIT_NAMES = ("kitti_odom_mf",)  # --eval_split names another test set reads (evaluation/kitti_odom.py)  # what --kitti_path evaluates without --eval_split
 
 KITTI_EIGEN = register_protocol(Protocol("kitti_eigen", crop=EIGEN_CROP))
 KITTI_IMPROVED = register_protocol(Protocol("kitti_improved", gt_positive_only=True))
@@ -62,7 +63,7 @@ class KittiSplit(TestSet):
                 return cls.with_ground_truth(PATH_SPLITS, args)
             others = any(t.named_in(args) for t in TEST_SETS.values() if t is not cls)
             splits = [] if others and args.data_path == DEFAULT_DATA_PATH else ["eigen"]
-        chosen = [cls(split, args.data_path, args.png) for split in splits if split != "none"]
+        chosen = [cls(split, args.data_path, args.png) for split in splits if split not in ("none", *OTHER_SPLIT_NAMES)]
         for test_set in chosen:
             test_set.moving_objects = getattr(args, "eval_moving_objects", False)
         return chosen

@@ -77,13 +77,21 @@ class KittiOdomMultiFrame(TestSet):
 
     @classmethod
     def named_in(cls, args):
-        return bool(getattr(args, "odom_path", None))
+        return bool(getattr(args, "odom_path", None)) or cls.name in (getattr(args, "eval_split", None) or ())
 
     @classmethod
     def from_args(cls, args):
-        if not getattr(args, "odom_path", None):
+        """--odom_path DIR, or --eval_split kitti_odom_mf with --data_path DIR (the odometry root)."""
+        root = getattr(args, "odom_path", None)
+        if cls.name in (getattr(args, "eval_split", None) or ()) and not root:
+            from .kitti import DEFAULT_DATA_PATH
+            if args.data_path == DEFAULT_DATA_PATH:
+                raise SystemExit(f"--eval_split {cls.name}: give the KITTI odometry root with --data_path "
+                                 "(or --odom_path)")
+            root = args.data_path
+        if not root:
             return []
-        return [cls(args.odom_path, args.odom_test_seqs, args.odom_pose_source, args.eval_dynamic)]
+        return [cls(root, args.odom_test_seqs, args.odom_pose_source, args.eval_dynamic)]
 
     def __init__(self, root, seqs=ODOM_TEST_SEQS, pose_source="dvso", dynamic=False):
         from datasets.kitti_odom_mf import odometry_split_lines

@@ -146,6 +146,16 @@ def test_trains_and_evaluates_overall_and_on_moving_objects(dmf_run, world, tmp_
     assert keys == {("multi", None), ("multi", "dynamic"), ("mono", None), ("mono", "dynamic")}
     for r in records:
         assert r["num_images"] == 2 and 0 < r["abs_rel"] < 100 and "ratio_median" not in r
+    # the same test set named as a split, the odometry root as --data_path
+    out2 = tmp_path / "metrics_split.json"
+    res = subprocess.run([sys.executable, "evaluate_depth.py", "--load_weights_folder", str(folder), "--eval_split",
+                          "kitti_odom_mf", "--data_path", os.path.join(world.out, "odometry"), "--odom_test_seqs",
+                          "01", "--eval_dynamic", "--num_workers", "0", "--json", str(out2)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-2000:]
+    again = json.loads(out2.read_text())["results"]
+    assert [(r.get("output"), r.get("region"), r["abs_rel"]) for r in again] == \
+        [(r.get("output"), r.get("region"), r["abs_rel"]) for r in records]
 
 
 @pytest.mark.slow  # another training (the default suite's time budget)
@@ -177,3 +187,54 @@ def test_silog_pools_the_pixels_of_the_batch():
     g = torch.cat([torch.full((64,), -torch.log(torch.tensor(1.5))), torch.full((64,), -torch.log(torch.tensor(0.5)))])
     expected = 10 * torch.sqrt(g.var(unbiased=True) + 0.15 * g.mean() ** 2)
     assert float(silog_loss_dmf(pred, gt)) == pytest.approx(float(expected), rel=1e-4)
+
+
+def _fake_sequences(root, lengths):
+    for seq, n in lengths.items():
+        folder = os.path.join(root, "sequences", f"{seq:02d}")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "times.txt"), "w") as f:
+            f.write("".join(f"{0.1 * i:.6e}\n" for i in range(n)))
+
+
+def test_odometry_splits_from_options(tmp_path):
+    """--odom_train_seqs alone: the last 50 keyframes of each training sequence are held
+    out (32 of them validate, 3 dropped before them); with --odom_val_seqs every training
+    keyframe trains and the first --val_max_per_seq keyframes of each validation sequence
+    validate. Overlaps and empty sequences are refused."""
+    from datasets.kitti_odom_mf import splits_from_options
+    root = str(tmp_path)
+    _fake_sequences(root, {1: 200, 2: 120, 4: 60})
+    held = splits_from_options(root, ["01", "2"])
+    train, val = held["train"], held["val"]
+    assert len([x for x in train if x.startswith("01 ")]) == 190 - 50 - 3
+    assert train[0] == "01 5 l" and "01 141 l" in train and "01 142 l" not in train
+    assert len(val) == 64 and val[0] == "01 145 l" and val[31] == "01 194 l" and val[-1] == "02 114 l"
+    assert not set(train) & set(val)
+    both = splits_from_options(root, ["01"], ["04"], val_max_per_seq=7)
+    assert len(both["train"]) == 190 and both["train"][-1] == "01 194 l"
+    assert both["val"] == [f"04 {k} l" for k in range(5, 12)]
+    assert splits_from_options(root, None, ["04"], 3) == {"val": ["04 5 l", "04 6 l", "04 7 l"]}
+    with pytest.raises(SystemExit, match="also in --odom_train_seqs"):
+        splits_from_options(root, ["01"], ["01"])
+    with pytest.raises(SystemExit, match="sequences/"):
+        splits_from_options(root, ["09"])
+    _fake_sequences(root, {5: 10})
+    with pytest.raises(SystemExit, match="no train keyframes"):
+        splits_from_options(root, ["05"])
+    with pytest.raises(SystemExit, match="need --dataset kitti_odom_mf"):
+        MonodepthOptions().parse(["--odom_train_seqs", "01", "--weights_init", "scratch"])
+
+
+def test_training_on_sequences_writes_its_split(world, tmp_path):
+    """The Trainer takes --odom_train_seqs / --odom_val_seqs instead of the split's files and
+    writes the lines it used beside the run."""
+    args = _train_args(world, tmp_path, "--odom_train_seqs", "00", "--odom_val_seqs", "01",
+                       "--val_max_per_seq", "1", "--max_steps", "1", "--num_epochs", "1")
+    trainer = Trainer(MonodepthOptions().parse(args))
+    assert trainer.train_dataset.filenames == ["00 5 l", "00 6 l"]
+    assert trainer.val_dataset.filenames == ["01 5 l"]
+    trainer.train()
+    split = tmp_path / "m" / "split"
+    assert (split / "train_files.txt").read_text().split("\n")[:2] == ["00 5 l", "00 6 l"]
+    assert (split / "val_files.txt").read_text().strip() == "01 5 l"
