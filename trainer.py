@@ -443,21 +443,25 @@ class Trainer:
             return None
         opt = self.opt
         self.method.eval()
+        self.method.predict_variants = False  # only "depth" is scored here
         started = time.time()
         sums, count = {}, 0
         loader = DataLoader(self.val_dataset, self.val_loader.batch_size, shuffle=False,
                             **dict(self.loader_options, num_workers=min(opt.num_workers, 4)))
-        with torch.no_grad():
-            for inputs in tqdm(loader, desc=f"validate epoch {self.epoch}", unit="batch", leave=False,
-                               disable=opt.no_progress):
-                inputs = self._to_device(inputs, self.val_dataset)
-                with self.autocast():
-                    prediction = self.method.predict(inputs)
-                batch_sums, n = self.depth_metrics(prediction["depth"], inputs["depth_gt"])
-                for k, v in batch_sums.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += n
-        self.method.train()
+        try:
+            with torch.no_grad():
+                for inputs in tqdm(loader, desc=f"validate epoch {self.epoch}", unit="batch", leave=False,
+                                   disable=opt.no_progress):
+                    inputs = self._to_device(inputs, self.val_dataset)
+                    with self.autocast():
+                        prediction = self.method.predict(inputs)
+                    batch_sums, n = self.depth_metrics(prediction["depth"], inputs["depth_gt"])
+                    for k, v in batch_sums.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    count += n
+        finally:
+            self.method.train()
+            self.method.predict_variants = True
         self.val_seconds = time.time() - started
         self.last_step_end = None  # the next step's time does not include the validation
         if not count:

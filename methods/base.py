@@ -41,6 +41,7 @@ class Method(nn.Module):
     # weight files that only this method's folders hold: a folder whose opt.json names no
     # method (the reference implementations' own folders) is loaded as the method they fit
     weight_signature = ()
+    predict_variants = True  # False while the Trainer validates (see predict)
     post_process_supported = True  # evaluate_depth.py --post_process (a mirrored pass) is meaningful
 
     def __init__(self, opt):
@@ -131,7 +132,9 @@ class Method(nn.Module):
         "disp": 1 / depth, ...}. Depth is in the method's training units. A method with
         more than one output worth scoring (a multi-frame network and its single-frame
         network) adds "variants": {name: B x 1 x H x W depth}; evaluate_depth.py scores each
-        in its own table."""
+        in its own table. The Trainer's validation reads "depth" alone and sets
+        `predict_variants` False meanwhile: a variant that costs a forward pass of its own
+        may be skipped then."""
         raise NotImplementedError
 
     # --- weights in monodepth2's folder format

@@ -324,10 +324,11 @@ class ManyDepth(Monodepth2):
         multi-frame depth, with the teacher's as the "single_frame" variant."""
         opt = self.opt
         image = inputs[("color", 0, 0)]
-        teacher_disp = self.models["mono_depth"](self.models["mono_encoder"](image))[("disp", 0)].float()
-        teacher_disp, teacher_depth = disp_to_depth(teacher_disp, opt.min_depth, opt.max_depth)
-        if opt.eval_teacher:
-            return {"depth": teacher_depth, "disp": teacher_disp}
+        if opt.eval_teacher or self.predict_variants:
+            teacher_disp = self.models["mono_depth"](self.models["mono_encoder"](image))[("disp", 0)].float()
+            teacher_disp, teacher_depth = disp_to_depth(teacher_disp, opt.min_depth, opt.max_depth)
+            if opt.eval_teacher:
+                return {"depth": teacher_depth, "disp": teacher_disp}
         poses = self.matching_poses(inputs, {}, key="color", zero_missing=not opt.keep_missing_pose)
         lookups = torch.stack([inputs[("color", f, 0)] for f in self.matching_frames], 1)
         if opt.zero_cost_volume:
@@ -336,6 +337,8 @@ class ManyDepth(Monodepth2):
             lookups = image.unsqueeze(1).expand_as(lookups)
         features, _, _ = self.models["encoder"](image, lookups, poses, inputs[("K", 2)], inputs[("inv_K", 2)])
         disp, depth = disp_to_depth(self.models["depth"](features)[("disp", 0)].float(), opt.min_depth, opt.max_depth)
+        if not self.predict_variants:  # the Trainer's validation: no teacher pass
+            return {"depth": depth, "disp": disp}
         return {"depth": depth, "disp": disp, "variants": {"single_frame": teacher_depth}}
 
     @property

@@ -335,3 +335,22 @@ def test_a_reference_style_folder_loads(md_run, tmp_path):
     inputs = fake_batch(ours.opt)
     with torch.no_grad():
         assert torch.equal(ours.predict(inputs)["depth"], loaded.predict(inputs)["depth"])
+
+
+def test_validation_skips_the_teacher_pass():
+    """The Trainer's validation scores "depth" alone (predict_variants False): the teacher
+    network is not run, and the multi-frame depth is the same."""
+    torch.manual_seed(0)
+    opt = _opt()
+    method = build_method(opt).eval()
+    inputs = fake_batch(opt)
+    with torch.no_grad():
+        full = method.predict(inputs)
+        assert set(full["variants"]) == {"single_frame"}
+        method.predict_variants = False
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the teacher ran")
+        method.models["mono_encoder"].forward = refuse
+        lean = method.predict(inputs)
+    assert "variants" not in lean and torch.equal(lean["depth"], full["depth"])
