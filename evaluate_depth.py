@@ -256,14 +256,21 @@ def score(args, test_set, disps, out_dir, output=None):
     records = [{**result, **metrics}]
     for region, masks in test_set.region_masks().items():
         extra = test_set.extra_masks()
-
-        def region_mask(i, masks=masks, extra=extra):
-            m, shape = np.asarray(masks[i], bool), np.shape(gts[i])[:2]
+        packed, counted = [], 0  # one pass over GT and masks; the masks kept as bits
+        for i in range(len(gts)):
+            gt = gts[i]
+            m, shape = np.asarray(masks[i], bool), np.shape(gt)[:2]
             if m.shape != shape:
                 m = cv2.resize(m.astype(np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
-            return m if extra is None else m & np.asarray(extra[i], bool)
+            if extra is not None:
+                m = m & np.asarray(extra[i], bool)
+            counted += bool((m & test_set.protocol.mask(gt)).any())
+            packed.append((np.packbits(m, axis=None), m.shape))
 
-        counted = sum(bool((region_mask(i) & test_set.protocol.mask(gts[i])).any()) for i in range(len(gts)))
+        def region_mask(i, packed=packed):
+            bits, shape = packed[i]
+            return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
         print(f"   region {region}: {counted} of {len(gts)} images have ground truth there (the others are "
               "skipped); each image keeps its whole-image scale")
         metrics, _ = test_set.protocol.evaluate(disps, gts, factor, median, LazyMaps(len(gts), region_mask),

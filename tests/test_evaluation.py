@@ -162,3 +162,44 @@ def test_evaluate_pose_from_a_weight_folder(world, tmp_path):
     # metres per snippet: an untrained network, aligned with a scale; measured 0.22-1.06 over
     # seeds 0-5 of the initialisation on a 60-frame world (the bound: about 3x the largest)
     assert 0 < ate < 3
+
+
+def test_region_table_scores_masked_pixels_and_reads_each_map_once_more(tmp_path):
+    """A test set with a region ("dynamic"): the region record equals the protocol's metrics
+    with the masks as extra masks, counts the images with GT in the mask, and reads every
+    lazy GT map and mask once for the region (plus once for its scoring)."""
+    from evaluation.kitti_odom import KITTI_ODOM
+    from evaluation.protocols import LazyMaps
+    rng = np.random.default_rng(0)
+    gts_arr = [np.where(rng.random((8, 16)) > 0.5, rng.uniform(5, 60, (8, 16)), 0) for _ in range(4)]
+    masks_arr = [rng.random((8, 16)) > 0.6 for _ in range(4)]
+    masks_arr[2][:] = False  # no GT in its mask: skipped and not counted
+    disps = [1 / rng.uniform(5, 60, (8, 16)) for _ in range(4)]
+    reads = {"gt": 0, "mask": 0}
+
+    def load(kind, arr):
+        def f(i):
+            reads[kind] += 1
+            return arr[i]
+        return f
+
+    class Region:
+        name, protocol = "odom_like", KITTI_ODOM
+
+        def ground_truth(self):
+            return LazyMaps(4, load("gt", gts_arr))
+
+        def region_masks(self):
+            return {"dynamic": LazyMaps(4, load("mask", masks_arr))}
+
+        def extra_masks(self):
+            return None
+
+    args = ed.parse_args([])
+    records = ed.score(args, Region(), disps, str(tmp_path))
+    expected, _ = KITTI_ODOM.evaluate(disps, gts_arr, extra_masks=masks_arr)
+    region = records[1]
+    assert region["region"] == "dynamic" and region["region_images"] == 3
+    for k, v in expected.items():
+        assert region[k] == pytest.approx(v, rel=1e-9)
+    assert reads == {"gt": 4 * 3, "mask": 4}
