@@ -133,6 +133,14 @@ class Trainer:
         cls = torch.optim.AdamW if opt.optimizer == "adamw" else torch.optim.Adam
         return cls([dict(g) for g in groups], lr=self.group_lrs[0], **kwargs)
 
+    def _reset_optimizer_if_asked(self):
+        """A method's request (e.g. ManyDepth --freeze_resets_optimizer): Adam's moments and
+        step counts start afresh, as with a newly created optimiser; the LRs are unchanged."""
+        if self.method.reset_optimizer_state:
+            self.optimizer.state.clear()
+            self.method.reset_optimizer_state = False
+            self._print("-> optimiser state reset (the method asked for it)")
+
     def _build_scheduler(self):
         """One LambdaLR over optimiser steps, built once (never rebuilt when parts are frozen
         later, which would reset the LR), one factor per parameter group. step: x
@@ -147,8 +155,10 @@ class Trainer:
         milestones = sorted(steps) if len(steps) > 1 else None
         decay_step = steps[0] or opt.scheduler_step_size
 
+        method = self.method
+
         def factor(step, base_lr):
-            epoch = step // steps_per_epoch
+            epoch = method.schedule_epoch(step // steps_per_epoch)
             if opt.lr_sche_type == "step":
                 passed = sum(epoch >= m for m in milestones) if milestones else epoch // decay_step
                 f = opt.decay_rate ** passed
@@ -264,6 +274,7 @@ class Trainer:
         try:
             while self.epoch < opt.num_epochs and not self.done():
                 self.method.on_epoch_start(self.epoch, self.start_batch)
+                self._reset_optimizer_if_asked()
                 finished = self.run_epoch()
                 if finished:
                     self.method.on_epoch_end(self.epoch)
@@ -373,6 +384,7 @@ class Trainer:
                     self.log("train", inputs, outputs, loss, logs)
                     self.val()
             self.method.on_train_step_end(self.step, inputs, outputs)
+            self._reset_optimizer_if_asked()
             self.step += 1
             batch_idx += 1
             self.start_batch = batch_idx

@@ -111,6 +111,15 @@ class Method(nn.Module):
     def on_epoch_end(self, epoch):
         """After the last batch of an epoch, before validation and saving."""
 
+    # --- the optimiser and its schedule (the Trainer owns both)
+    reset_optimizer_state = False  # set True to have the Trainer drop Adam's moments once
+
+    def schedule_epoch(self, epoch):
+        """The epoch the step / exponential LR schedules read at training epoch `epoch` (a
+        method that restarts its schedule part-way, as a reference re-creating its
+        scheduler did, maps it here; a pure function of the epoch, so resuming agrees)."""
+        return epoch
+
     def images_to_log(self, inputs, outputs, n):
         return {}
 

@@ -59,6 +59,10 @@ class ManyDepth(Monodepth2):
                             "learning (Cityscapes: 5; -1: never)")
         g.add_argument("--freeze_teacher_step", type=int, default=-1,
                        help="freeze after this many training steps instead of at an epoch (-1: use the epoch)")
+        g.add_argument("--freeze_resets_optimizer", action="store_true",
+                       help="the reference's freeze: a new Adam (fresh moments) and a new step schedule from the "
+                            "freeze epoch, so the epochs after it restart at the base LR (by default the optimiser "
+                            "and its schedule carry on)")
         g.add_argument("--use_future_frame", action="store_true", help="also match against frame +1")
         g.add_argument("--num_matching_frames", type=int, default=1,
                        help="previous frames in the cost volume (each must be in --frame_ids)")
@@ -98,6 +102,9 @@ class ManyDepth(Monodepth2):
             raise SystemExit(f"matching frames {missing} (--num_matching_frames {opt.num_matching_frames}"
                              f"{', --use_future_frame' if opt.use_future_frame else ''}) must be in --frame_ids "
                              f"{opt.frame_ids}")
+        if opt.freeze_resets_optimizer and (opt.freeze_teacher_step >= 0 or opt.freeze_teacher_epoch < 0):
+            raise SystemExit("--freeze_resets_optimizer restarts the schedule at --freeze_teacher_epoch: it needs "
+                             "an epoch freeze (not --freeze_teacher_step)")
         if opt.mono_weights_folder and not os.path.isdir(opt.mono_weights_folder):
             raise SystemExit(f"--mono_weights_folder {opt.mono_weights_folder}: no such folder")
 
@@ -154,11 +161,15 @@ class ManyDepth(Monodepth2):
         return state
 
     # --------------------------------------------------------------------- freeze
-    def freeze(self):
-        """Teacher and pose networks: no gradients, BN statistics fixed; trackers fixed."""
+    def freeze(self, restored=False):
+        """Teacher and pose networks: no gradients, BN statistics fixed; trackers fixed.
+        --freeze_resets_optimizer: the Trainer drops Adam's state too (not when `restored`
+        from a resumable state saved after the freeze, whose optimiser state is already fresh)."""
         if self.frozen:
             return
         self.frozen = True
+        if getattr(self.opt, "freeze_resets_optimizer", False) and not restored:
+            self.reset_optimizer_state = True
         for name in TEACHER_MODELS:
             for p in self.models[name].parameters():
                 p.requires_grad_(False)
@@ -191,7 +202,14 @@ class ManyDepth(Monodepth2):
 
     def load_extra_state(self, state):
         if state.get("frozen"):
-            self.freeze()
+            self.freeze(restored=True)
+
+    def schedule_epoch(self, epoch):
+        """--freeze_resets_optimizer: the schedule restarts at the freeze epoch."""
+        start = self.opt.freeze_teacher_epoch
+        if getattr(self.opt, "freeze_resets_optimizer", False) and 0 <= start <= epoch:
+            return epoch - start
+        return epoch
 
     # --------------------------------------------------------------------- forward
     def matching_poses(self, inputs, outputs, key="color_aug", zero_missing=True):

@@ -354,3 +354,43 @@ def test_validation_skips_the_teacher_pass():
         method.models["mono_encoder"].forward = refuse
         lean = method.predict(inputs)
     assert "variants" not in lean and torch.equal(lean["depth"], full["depth"])
+
+
+def test_freeze_resets_optimizer_is_the_references_schedule(static_world, tmp_path):
+    """--freeze_resets_optimizer: at the freeze epoch Adam's state is dropped and the step
+    schedule restarts (the reference re-created both); by default the LR keeps decaying.
+    A state restored after the freeze does not reset again."""
+    def lrs(*extra):
+        args = _train_args(static_world, tmp_path / "_".join(extra or ("plain",)), "--num_epochs", "4",
+                           "--freeze_teacher_epoch", "2", "--scheduler_step_size", "1", *extra)
+        trainer = Trainer(MonodepthOptions().parse(args))
+        per_epoch, out = len(trainer.train_loader), []
+        for step in range(4 * per_epoch):
+            if step % per_epoch == 0:
+                out.append(trainer.optimizer.param_groups[0]["lr"])
+            trainer.optimizer.step()
+            trainer.scheduler.step()
+        return trainer, out
+
+    _, plain = lrs()
+    assert plain == pytest.approx([2e-4, 2e-5, 2e-6, 2e-7])  # the synthetic preset's LR
+    trainer, reset = lrs("--freeze_resets_optimizer")
+    assert reset == pytest.approx([2e-4, 2e-5, 2e-4, 2e-5])
+    # Adam's moments: present before the freeze, gone after it
+    params = [p for g in trainer.optimizer.param_groups for p in g["params"]]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    trainer.optimizer.step()
+    assert len(trainer.optimizer.state) == len(params)
+    trainer.method.on_epoch_start(1, 0)
+    trainer._reset_optimizer_if_asked()
+    assert len(trainer.optimizer.state) == len(params)
+    trainer.method.on_epoch_start(2, 0)
+    assert trainer.method.frozen and trainer.method.reset_optimizer_state
+    trainer._reset_optimizer_if_asked()
+    assert len(trainer.optimizer.state) == 0 and not trainer.method.reset_optimizer_state
+    restored = build_method(trainer.opt)
+    restored.load_extra_state({"frozen": True})
+    assert restored.frozen and not restored.reset_optimizer_state
+    with pytest.raises(SystemExit, match="--freeze_resets_optimizer"):
+        _opt("--freeze_resets_optimizer", "--freeze_teacher_step", "5")
