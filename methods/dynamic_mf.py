@@ -24,7 +24,18 @@ pixel centres and the nearest point winning collisions (`--reference_scatter`), 
 each sample's own intrinsics, EfficientNet-B5 with its own (Inception) statistics
 (`--imagenet_stats`), validation on held-out keyframes of the training sequences (the
 reference validated on the test sequences and kept the checkpoint of lowest training error).
+
+The released checkpoints (ResNet-18, EfficientNet-B5 at 256x512) become weight folders with
+import_reference_weights.py (reference_state_to_ours below: the same tensors, renamed).
 """
+import collections
+import os
+import pickle
+import re
+import types
+
+import torch
+
 from losses import dynamic_mf_total_loss
 from methods import register_method
 from methods.base import Method
@@ -179,3 +190,234 @@ def count_parameters(method):
     """(total, trainable) parameters of the model."""
     params = list(method.models["model"].parameters())
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+# ---- the released checkpoints (the reference's DyMultiDepthModel) -------------------------
+#
+# The reference saves {"state_dict": its whole model's state dict, "arch": the class name
+# ("DataParallel" when the keys start with "module."), plus its optimizer and config}. Its
+# top-level modules are _feature_extractor (torchvision ResNet-18 under `encoder.`, or
+# gen-efficientnet's tf_efficientnet_b5_ap under `original_model.` with its classifier
+# replaced by an identity), cv_module (no parameters), fusion_module, depth_module and
+# mono_module. The names below are the only differences from ours; every tensor keeps its
+# shape (tests/data/dynamic_mf_reference_keys.json lists the reference's keys and shapes).
+
+REFERENCE_BACKBONES = {  # backbone -> (reference prefix, our prefix)
+    "resnet18": ("_feature_extractor.encoder.", "backbone.encoder."),
+    "effnet_b5": ("_feature_extractor.original_model.", "backbone.model."),
+}
+REFERENCE_FUSIONS = {  # fusion -> the 1x1 projections its reference module has
+    "ccf": ("lin_mono_q", "lin_mono_k", "lin_mono_v", "lin_multi_q", "lin_multi_k", "lin_multi_v"),
+    "mono_guide_multi": ("lin_mono_q", "lin_mono_k", "lin_multi_v"),
+    "multi_guide_mono": ("lin_multi_q", "lin_multi_k", "lin_mono_v"),
+}
+_FUSION_PROJECTIONS = {"lin_mono_q": "mono_query", "lin_mono_k": "mono_key", "lin_mono_v": "mono_value",
+                       "lin_multi_q": "multi_query", "lin_multi_k": "multi_key", "lin_multi_v": "multi_value"}
+_BN_OR_CONV = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+_REFERENCE_RULES = [  # (reference name, our name) regexes after the top-level prefix
+    (r"fusion_module\.gamma", r"fusion.gamma"),
+    (rf"fusion_module\.((?:mono|multi)_(?:expand|reg)\.\d+)\.{_BN_OR_CONV}", r"fusion.\1.\2"),
+    (r"fusion_module\.(lin_(?:mono|multi)_[qkv])\.(weight|bias)", None),  # renamed by _FUSION_PROJECTIONS
+    # depth and mono modules: MonoRec's Refine wraps its transposed conv as `conv2d_t`, ours is
+    # the first layer of a Sequential; the last decoder stage's 3x3 conv follows a padding
+    # layer there (index 2), not here (1); the heads are Sequential(padding, conv) there
+    (r"(depth|mono)_module\.((?:enc\.[0-4]\.[01]|dec\.[12]\.1|dec\.4\.0)\.conv_[xy])\.(weight|bias)",
+     r"\1_module.\2.\3"),
+    (r"(depth|mono)_module\.dec\.([03])\.conv2d_t\.(weight|bias)", r"\1_module.dec.\2.0.\3"),
+    (r"(depth|mono)_module\.dec\.([12])\.0\.conv2d_t\.(weight|bias)", r"\1_module.dec.\2.0.0.\3"),
+    (r"(depth|mono)_module\.dec\.4\.2\.(weight|bias)", r"\1_module.dec.4.1.\2"),
+    (r"(depth|mono)_module\.predictors\.([0-3])\.1\.(weight|bias)", r"\1_module.heads.\2.\3"),
+]
+# ours, not the reference's: timm's ImageNet classifier of EfficientNet-B5 (never used by the
+# model; the reference replaced it with an identity), written as zeros
+OURS_ONLY = {"resnet18": (), "effnet_b5": ("backbone.model.classifier.weight", "backbone.model.classifier.bias")}
+
+
+def reference_key_to_ours(key, backbone):
+    """Our model.pth name of the reference's state-dict key `key` (without `module.`), or
+    None where the key is none the reference's model has for that backbone."""
+    ref_prefix, our_prefix = REFERENCE_BACKBONES[backbone]
+    if key.startswith(ref_prefix):
+        return our_prefix + key[len(ref_prefix):]
+    for pattern, replacement in _REFERENCE_RULES:
+        match = re.fullmatch(pattern, key)
+        if match:
+            if replacement is None:
+                return f"fusion.{_FUSION_PROJECTIONS[match.group(1)]}.{match.group(2)}"
+            return match.expand(replacement)
+    return None
+
+
+def _model_shapes(backbone, fusion, height, width):
+    """{our key: shape} of DynamicMultiFrameDepth (built on the meta device: no memory, no weights)."""
+    with torch.device("meta"):
+        model = DynamicMultiFrameDepth(backbone, pretrained=False, height=height, width=width, fusion=fusion)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def detect_reference_layout(state):
+    """(backbone, fusion, expand_blocks) of a reference state dict (no `module.`): None for
+    what its keys do not show. expand_blocks is 3 for a model built for inputs wider than 650."""
+    backbone = next((name for name, (prefix, _) in REFERENCE_BACKBONES.items()
+                     if any(k.startswith(prefix) for k in state)), None)
+    projections = {k.split(".")[1] for k in state if k.startswith("fusion_module.lin_")}
+    fusion = next((name for name, names in REFERENCE_FUSIONS.items() if projections == set(names)), None)
+    blocks = {int(k.split(".")[2]) // 3 + 1 for k in state
+              if k.startswith(("fusion_module.mono_expand.", "fusion_module.multi_expand."))}
+    return backbone, fusion, max(blocks) if blocks else None
+
+
+def reference_state_to_ours(state, backbone, fusion="ccf", height=256, width=512):
+    """The reference's state dict (its DyMultiDepthModel's keys, a `module.` prefix on every
+    key allowed) -> our DynamicMultiFrameDepth state dict (model.pth), renamed and nothing
+    else: a reference key the map does not know, two keys onto one, a tensor whose shape
+    differs from ours, or a key of ours that nothing fills is a ValueError naming the keys.
+    OURS_ONLY (the unused EfficientNet classifier) is the one exception, written as zeros."""
+    if backbone not in REFERENCE_BACKBONES:
+        raise ValueError(f"backbone {backbone!r}: one of {', '.join(REFERENCE_BACKBONES)}")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    shapes = _model_shapes(backbone, fusion, height, width)
+    ours, source, problems = {}, {}, []
+    for key, value in state.items():
+        name = reference_key_to_ours(key, backbone)
+        if name is None or name not in shapes:
+            problems.append(f"reference key {key} has no counterpart in our {backbone} model"
+                            + (f" ({name} does not exist)" if name else ""))
+            continue
+        if name in source:
+            problems.append(f"reference keys {source[name]} and {key} both map to {name}")
+            continue
+        source[name] = key
+        if not torch.is_tensor(value):
+            problems.append(f"reference key {key} is a {type(value).__name__}, not a tensor")
+        elif tuple(value.shape) != shapes[name]:
+            problems.append(f"reference key {key} has shape {list(value.shape)}, our {name} {list(shapes[name])}")
+        else:
+            ours[name] = value
+    for name in OURS_ONLY[backbone]:
+        if name in shapes and name not in source:
+            source[name], ours[name] = None, torch.zeros(shapes[name])
+    problems += [f"our key {k} (shape {list(shapes[k])}) has no reference key" for k in shapes if k not in source]
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; ... ({len(problems) - 8} more)" if len(problems) > 8 else "")
+        raise ValueError(f"{len(problems)} problem(s) mapping the reference's keys onto --backbone {backbone} "
+                         f"--fusion {fusion} at {height}x{width}: {shown}")
+    return {k: ours[k] for k in shapes}
+
+
+class _StandIn:
+    """An object of a class that is not needed here (the reference's config object, paths,
+    numpy scalars in its training record): its pickled arguments and state, kept inert."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _tolerant_pickle_module():
+    """A pickle module for torch.load that rebuilds tensors and dicts and turns every other
+    class into an inert _StandIn (no code of the checkpoint's classes runs, none is needed)."""
+
+    rebuild = ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+               "_rebuild_parameter_with_state")
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) == ("collections", "OrderedDict"):
+                return collections.OrderedDict
+            if (module == "torch._utils" and name in rebuild) or \
+                    (module == "torch" and (name.endswith("Storage") or name in ("Size", "device"))):
+                return super().find_class(module, name)
+            return _StandIn
+
+    return types.SimpleNamespace(Unpickler=Unpickler, load=lambda f, **kw: Unpickler(f, **kw).load(),
+                                 __name__="tolerant_pickle")
+
+
+def load_reference_checkpoint(path):
+    """(state_dict without `module.`, arch) of a reference checkpoint file. Tensors only
+    through torch's weights-only loader; a released file also pickles the reference's config
+    object, so on failure the file is read again with a loader that keeps only tensors and
+    plain containers and stands in for every other class. Problems: SystemExit naming `path`."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False,
+                                    pickle_module=_tolerant_pickle_module())
+        except Exception as e:
+            raise SystemExit(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    except Exception as e:
+        raise SystemExit(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        found = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise SystemExit(f"{path}: no \"state_dict\" entry (found {found}); the reference's checkpoints are "
+                         "{\"state_dict\": ..., \"arch\": ...}")
+    state, arch = checkpoint["state_dict"], checkpoint.get("arch")
+    if not isinstance(state, dict) or not state:
+        raise SystemExit(f"{path}: its \"state_dict\" is not a non-empty dict of tensors")
+    prefixed = [k for k in state if str(k).startswith("module.")]
+    if arch == "DataParallel" or prefixed:
+        if len(prefixed) != len(state):
+            bare = next(k for k in state if not str(k).startswith("module."))
+            raise SystemExit(f"{path}: arch {arch!r} but key {bare} has no `module.` prefix")
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state, arch
+
+
+def reference_options(backbone, fusion="ccf", height=256, width=512):
+    """The options of a folder holding a released checkpoint: our preset of that backbone
+    (the defaults of train.py --method dynamic_mf with the paper's recipe), the fusion and
+    size it was trained with, and the reference behaviours it was trained with (--ref_compat:
+    align_corners=False cost-volume sampling, ImageNet statistics for EfficientNet-B5, the
+    ground-truth placement and VNL intrinsics)."""
+    from options import MonodepthOptions
+    preset = {"resnet18": "dynamic_mf_resnet18_256x512", "effnet_b5": "dynamic_mf_effnetb5_256x512"}[backbone]
+    return MonodepthOptions().parse(["--config", preset, "--backbone", backbone, "--fusion", fusion,
+                                     "--height", str(height), "--width", str(width), "--ref_compat"])
+
+
+def import_reference_checkpoint(checkpoint, out, backbone=None, height=256, width=512):
+    """A released checkpoint -> the weight folder `out` ({model.pth, opt.json}) that
+    evaluate_depth.py and test_simple.py load with --load_weights_folder. `backbone`
+    (resnet18 / effnet_b5) must match the checkpoint's; None takes the checkpoint's.
+    Returns (out, opt). Every problem is a SystemExit naming the checkpoint."""
+    from training.checkpoints import options_json
+    from utils import atomic_torch_save, atomic_write_bytes
+    state, arch = load_reference_checkpoint(checkpoint)
+    found, fusion, blocks = detect_reference_layout(state)
+    if found is None:
+        prefixes = " or ".join(p + "*" for p, _ in REFERENCE_BACKBONES.values())
+        raise SystemExit(f"{checkpoint}: no backbone keys ({prefixes}); not a checkpoint of the reference's "
+                         f"DyMultiDepthModel (first keys: {list(state)[:3]})")
+    if backbone is not None and backbone != found:
+        raise SystemExit(f"{checkpoint}: its backbone is {found} (keys {REFERENCE_BACKBONES[found][0]}*), "
+                         f"not --backbone {backbone}")
+    if fusion is None:
+        projections = sorted({k.split(".")[1] for k in state if k.startswith("fusion_module.lin_")})
+        raise SystemExit(f"{checkpoint}: its fusion module has projections {projections}, none of "
+                         f"{', '.join(REFERENCE_FUSIONS)} (the reference's fusion types ccf_fusion, "
+                         "mono_guide_multi, multi_guide_mono)")
+    if blocks is not None and (blocks == 3) != (width > 650):
+        raise SystemExit(f"{checkpoint}: its fusion downsamples {blocks} times, which the reference does for "
+                         f"input widths {'above' if blocks == 3 else 'up to'} 650; give --width accordingly "
+                         f"(got {width})")
+    try:
+        ours = reference_state_to_ours(state, found, fusion, height, width)
+    except ValueError as e:
+        raise SystemExit(f"{checkpoint}: {e}") from None
+    opt = reference_options(found, fusion, height, width)
+    opt.reference_checkpoint = os.path.basename(checkpoint)  # provenance; ignored when loading
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SystemExit(f"--out {out}: exists and is not a folder")
+    os.makedirs(out, exist_ok=True)
+    atomic_torch_save(ours, os.path.join(out, "model.pth"))
+    atomic_write_bytes(os.path.join(out, "opt.json"), options_json(opt))
+    print(f"-> {checkpoint} (arch {arch}, {len(state)} tensors: backbone {found}, fusion {fusion}) -> "
+          f"{out}/model.pth, {out}/opt.json ({height}x{width}, --ref_compat)")
+    return out, opt
