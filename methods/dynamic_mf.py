@@ -64,6 +64,9 @@ class DynamicMultiFrame(Method):
         g.add_argument("--cv_inv_depth_range", type=float, nargs=2, default=[0.0025, 0.33],
                        metavar=("MIN", "MAX"), help="inverse-depth range of the cost volume and of the outputs")
         g.add_argument("--cv_patch", type=int, default=3, help="window of the mean over the SSIM errors (odd)")
+        g.add_argument("--cv_match", choices=["ssim", "l1", "ssim_l1"], default="ssim",
+                       help="the cost volume's per-pixel matching error: SSIM (the paper's), L1, or 0.85 SSIM + "
+                            "0.15 L1 (MonoRec's choices)")
         g.add_argument("--no_flip_after_cv", dest="flip_after_cv", action="store_false",
                        help="no random horizontal flip in training (by default each sample is mirrored with "
                             "p = 0.5 inside the model, after its cost volume)")
@@ -78,6 +81,9 @@ class DynamicMultiFrame(Method):
         g.add_argument("--reference_align_corners", action="store_true",
                        help="the released code's cost-volume sampling (align_corners=False with (W-1) "
                             "coordinates; for its checkpoints)")
+        g.add_argument("--reference_cv_sampling", action="store_true",
+                       help="the released code's cost-volume warp: samples outside a source are mid-grey (not "
+                            "black) and a lookup is valid wherever the warped border mask is non-zero (not >= 0.5)")
         g.add_argument("--reference_scatter", action="store_true",
                        help="the released code's ground-truth placement (no pixel centring, last point wins)")
         g.add_argument("--reference_vnl_intrinsics", action="store_true",
@@ -86,7 +92,8 @@ class DynamicMultiFrame(Method):
                        help="EfficientNet-B5 with ImageNet mean/std (the released code) instead of its own")
         g.add_argument("--ref_compat", action="store_true",
                        help="all of the released code's behaviours at once: --reference_align_corners "
-                            "--reference_scatter --reference_vnl_intrinsics --imagenet_stats")
+                            "--reference_cv_sampling --reference_scatter --reference_vnl_intrinsics "
+                            "--imagenet_stats")
         g.add_argument("--eval_branch", choices=["multi", "mono"], default="multi",
                        help="inference: the multi-frame output or the mono branch's as the main output")
         parser.set_defaults(dataset="kitti_odom_mf", height=256, width=512, frame_ids=[0, -1, 1], scales=[0],
@@ -107,6 +114,7 @@ class DynamicMultiFrame(Method):
             raise SystemExit(f"--height {opt.height} --width {opt.width}: multiples of 16")
         if opt.ref_compat:
             opt.reference_align_corners = opt.reference_scatter = opt.reference_vnl_intrinsics = True
+            opt.reference_cv_sampling = True
             opt.imagenet_stats = True
         if opt.cv_patch < 1 or opt.cv_patch % 2 == 0:
             raise SystemExit(f"--cv_patch {opt.cv_patch}: an odd window (1, 3, 5, ...)")
@@ -126,7 +134,8 @@ class DynamicMultiFrame(Method):
             height=opt.height, width=opt.width, num_bins=opt.cv_num_bins, inv_range=tuple(opt.cv_inv_depth_range),
             fusion=opt.fusion, align_corners=not opt.reference_align_corners,
             weights_file=getattr(opt, "imagenet_weights", None), ccf_dim=opt.ccf_dim,
-            imagenet_stats=opt.imagenet_stats, cv_patch=opt.cv_patch,
+            imagenet_stats=opt.imagenet_stats, cv_patch=opt.cv_patch, cv_match=getattr(opt, "cv_match", "ssim"),
+            reference_sampling=getattr(opt, "reference_cv_sampling", False),
             flip_prob=0.5 if getattr(opt, "flip_after_cv", True) else 0.0)
         # a fine-tuned EfficientNet computes only the levels the modules use: its deepest
         # blocks get no gradient (DDP must know)

@@ -94,8 +94,12 @@ def _matching_error(images, keys, match, ssim):
     return err
 
 
-def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, patch, match="ssim"):
-    """Matching error of one source at every depth and its validity.
+def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, patch, match="ssim",
+                  reference_sampling=False):
+    """Matching error of one source at every depth and its validity. reference_sampling:
+    the released code's warp (samples outside the source are mid-grey, as its images were
+    in [-0.5, 0.5] with zero padding, and a sample counts as inside wherever the warped
+    border mask is non-zero) instead of black padding and a mask >= MASK_INSIDE.
 
     Returns sad B x D x H x W in [0, 1] (per-channel matching error (`match`), a patch x patch
     mean, channels weighted (5, 16, 11)/32) and inside B x 1 x H x W (bool: the warp lands inside the
@@ -104,7 +108,8 @@ def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, p
     D = depths.numel()
     ssim = SSIM()
     weights = key.new_tensor(CHANNEL_WEIGHTS).view(1, 3, 1, 1)
-    source_and_mask = torch.cat([source, border_mask.expand(B, 1, H, W)], 1)  # B x 4 x H x W
+    shift = 0.5 if reference_sampling else 0.0  # padding value of the images: grey or black
+    source_and_mask = torch.cat([source - shift, border_mask.expand(B, 1, H, W)], 1)  # B x 4 x H x W
     P = K @ T
     sad = key.new_empty(B, D, H, W)
     inside = torch.ones(B, 1, H, W, dtype=torch.bool, device=key.device)
@@ -115,9 +120,9 @@ def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, p
         grid, in_front = _plane_grids(rays, P, d, H, W)
         warped = F.grid_sample(source_and_mask, grid, mode="bilinear", padding_mode="zeros",
                                align_corners=align_corners).view(B, 4, c, H, W)
-        lands = (warped[:, 3] >= MASK_INSIDE) & in_front  # B x c x H x W
+        lands = ((warped[:, 3] > 0) if reference_sampling else (warped[:, 3] >= MASK_INSIDE)) & in_front
         inside &= lands.all(1, keepdim=True)
-        images = warped[:, :3].transpose(1, 2).reshape(B * c, 3, H, W)
+        images = warped[:, :3].transpose(1, 2).reshape(B * c, 3, H, W) + shift
         keys = key.unsqueeze(1).expand(B, c, 3, H, W).reshape(B * c, 3, H, W)
         err = F.avg_pool2d(_matching_error(images, keys, match, ssim), patch, stride=1,
                            padding=patch // 2)  # zero padded
@@ -127,7 +132,7 @@ def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, p
 
 @torch.no_grad()
 def ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, align_corners=True, patch=3,
-                     match="ssim"):
+                     match="ssim", reference_sampling=False):
     """See _ssim_cost_volume; always computed in float32 (autocast off): in bfloat16 a pixel
     coordinate near 300 or a focal length near 490 is only known to within 1-2 pixels."""
     if torch.is_tensor(sources) and sources.dim() == 5:
@@ -136,11 +141,12 @@ def ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, ali
         poses = poses.unbind(1)
     with torch.autocast(key.device.type, enabled=False):
         return _ssim_cost_volume(key.float(), [s.float() for s in sources], [T.float() for T in poses], K.float(),
-                                 invK.float(), depths.float(), border, align_corners, patch, match)
+                                 invK.float(), depths.float(), border, align_corners, patch, match,
+                                 reference_sampling)
 
 
 def _ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, align_corners=True,
-                      patch=3, match="ssim"):
+                      patch=3, match="ssim", reference_sampling=False):
     """MonoRec's photometric cost volume of the key frame (spec §3.2), batched over the batch
     and the bins (chunks of bins bound the memory), never differentiated.
 
@@ -149,6 +155,7 @@ def _ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, al
     align_corners=True matches the (W-1, H-1) normalisation; False reproduces the released
     checkpoints' grid_sample (up to half a pixel off at the borders, pitfall 8.1).
     match: the per-pixel error, "ssim" (the paper's), "l1" or "ssim_l1" (see _matching_error).
+    reference_sampling: the released code's padding and validity (see _source_error).
 
     Per source i: sad_i(d) in [0, 1]; confidence w_i = mask_i (1 - (sum_d exp(-10 (sad_i(d) -
     min_d sad_i)^2) - 1) / (D - 1)), mask_i = source valid (inside at every depth, in front of
@@ -174,7 +181,7 @@ def _ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, al
     den = key.new_zeros(B, 1, H, W)
     for source, T in zip(sources, poses):
         sad, inside = _source_error(key, source, T.to(key), K.to(key), rays, depths, mask,
-                                    align_corners, patch, match)
+                                    align_corners, patch, match, reference_sampling)
         peak = torch.exp(-CONFIDENCE_ALPHA * (sad - sad.min(1, keepdim=True)[0]) ** 2).sum(1, keepdim=True)
         w = (1 - (peak - 1) / (D - 1)).clamp(min=0) * inside * mask
         num += w * sad
@@ -477,7 +484,8 @@ class DynamicMultiFrameDepth(nn.Module):
 
     def __init__(self, backbone="resnet18", pretrained=False, freeze_backbone=True, height=256, width=512,
                  num_bins=NUM_BINS, inv_range=INV_DEPTH_RANGE, fusion="ccf", align_corners=True,
-                 weights_file=None, ccf_dim=32, flip_prob=0.5, imagenet_stats=False, cv_patch=3, cv_match="ssim"):
+                 weights_file=None, ccf_dim=32, flip_prob=0.5, imagenet_stats=False, cv_patch=3, cv_match="ssim",
+                 reference_sampling=False):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"--backbone {backbone!r}: use one of {', '.join(BACKBONES)}")
@@ -493,10 +501,12 @@ class DynamicMultiFrameDepth(nn.Module):
         if cv_match not in CV_MATCHES:
             raise ValueError(f"--cv_match {cv_match!r}: use one of {', '.join(CV_MATCHES)}")
         self.align_corners, self.flip_prob, self.cv_patch, self.cv_match = align_corners, flip_prob, cv_patch, cv_match
+        self.reference_sampling = reference_sampling
 
     def forward(self, key, sources, poses, K, invK, flip=None):
         cost_volume = ssim_cost_volume(key, sources, poses, K, invK, self.depth_bins,
-                                       align_corners=self.align_corners, patch=self.cv_patch, match=self.cv_match)
+                                       align_corners=self.align_corners, patch=self.cv_patch, match=self.cv_match,
+                                       reference_sampling=self.reference_sampling)
         flip = self._draw_flip(key, flip)
         image, volume = key - 0.5, cost_volume
         if flip is not None:

@@ -63,9 +63,13 @@ def test_presets_and_checks():
     assert build_method(_opt()).models["model"].flip_prob == 0.5
     ref = _opt("--ref_compat")
     assert ref.reference_align_corners and ref.reference_scatter and ref.reference_vnl_intrinsics and ref.imagenet_stats
+    assert ref.reference_cv_sampling
     assert build_method(ref).models["model"].align_corners is False
+    assert build_method(ref).models["model"].reference_sampling is True
+    assert build_method(_opt("--cv_match", "ssim_l1")).models["model"].cv_match == "ssim_l1"
     plain = _opt()
-    assert not (plain.reference_align_corners or plain.reference_scatter or plain.reference_vnl_intrinsics)
+    assert not (plain.reference_align_corners or plain.reference_scatter or plain.reference_vnl_intrinsics
+                or plain.reference_cv_sampling) and plain.cv_match == "ssim"
     # 7.22 through the method: the ResNet-18 model, frozen backbone by default
     total, trainable = count_parameters(build_method(_opt("--freeze_backbone")))
     assert (total, trainable) == (20_666_289, 8_976_777)

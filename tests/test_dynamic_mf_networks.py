@@ -146,6 +146,29 @@ def test_cost_volume_matching_errors_l1_and_ssim_l1():
         DynamicMultiFrameDepth(height=SMALL_H, width=SMALL_W, cv_match="sad")
 
 
+def test_reference_cv_sampling_pads_grey_and_counts_any_overlap():
+    """--reference_cv_sampling: outside a source the released code read mid-grey (its images
+    were in [-0.5, 0.5], zero padded), and a lookup counted as inside wherever the warped
+    border mask was non-zero. Grey key and source: every lookup then matches exactly, the
+    curve is flat and the volume 0, while black padding makes errors near the edges; the
+    reference's valid pixels include ours; the plane is still found."""
+    depths = inverse_depth_bins()
+    K, invK = intrinsics(32, 64)
+    grey = torch.full((1, 3, 32, 64), 0.5)
+    T = [pose((0.5, 0, 0)).float()]
+    ours = ssim_cost_volume(grey, [grey], T, K.float(), invK.float(), depths)
+    ref = ssim_cost_volume(grey, [grey], T, K.float(), invK.float(), depths, reference_sampling=True)
+    assert torch.equal(ref, torch.zeros_like(ref)) and ours.abs().max() > 0.01
+    # 0.37 m: the nearest plane's lookups land at fractional columns, some 1-1.5 px inside
+    key, sources, poses, K, invK = plane_scene(depths[12].item(), [(0.37, 0, 0)], 64, 128)
+    ours = ssim_cost_volume(key, sources, poses, K, invK, depths)
+    ref = ssim_cost_volume(key, sources, poses, K, invK, depths, reference_sampling=True)
+    valid_ours, valid_ref = (ours != 0).any(1), (ref != 0).any(1)
+    assert bool((valid_ref | ~valid_ours).all()) and int(valid_ref.sum()) > int(valid_ours.sum())
+    assert (ref.argmax(1) == 12)[valid_ref].float().mean() >= 0.99
+    assert DynamicMultiFrameDepth(height=SMALL_H, width=SMALL_W, reference_sampling=True).reference_sampling
+
+
 # ---- 7.9 zero baseline, points behind the camera, align_corners
 
 def test_cost_volume_is_exactly_zero_for_zero_baseline():
