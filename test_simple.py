@@ -4,18 +4,22 @@
     python test_simple.py --image_path assets/test_image.jpg --load_weights_folder W
     python test_simple.py --image_path DIR --ext png --load_weights_folder W --save_npy --output_dir OUT
     python test_simple.py --image_path FRAME --source_image_path PREVIOUS --load_weights_folder W
+    python test_simple.py --image_path ODOM/sequences/07 --load_weights_folder W     (dynamic_mf)
 
 A multi-frame model (ManyDepth, MISM) reads its other frames too: in a folder, the
 neighbours in name order (the first image has no previous frame: the model's missing-frame
 policy applies, ManyDepth runs single-frame there); for one image, --source_image_path
 gives the previous frame. K: --intrinsics_json_path (normalised 3 x 3, as ManyDepth's), else
-KITTI's average intrinsics.
+KITTI's average intrinsics. The dynamic-scene model (--method dynamic_mf) also needs the
+poses of its frames: give it a KITTI odometry sequence (ODOM/sequences/NN, with calib.txt
+and ODOM/poses_dvso/NN.txt); its keyframes 5 .. N-6 are predicted.
 
 The model is rebuilt from the weight folder alone (opt.json, or a monodepth2 folder), or
 is a released model fetched by name (model_zoo.py). Writes <name>_disp.jpeg (magma,
 95th-percentile normalisation) beside each image (or in --output_dir), and with
 --save_npy <name>_disp.npy (scaled disparity at network resolution, 1 x 1 x h x w) or, with
---pred_metric_depth, <name>_depth.npy (metres, for stereo-trained models: 5.4 x depth).
+--pred_metric_depth, <name>_depth.npy (metres: 5.4 x depth for stereo-trained models, the
+depth itself for metric ones such as dynamic_mf).
 """
 import argparse
 import glob
@@ -48,7 +52,8 @@ def parse_args(argv=None):
                    "(default: read from encoder.pth)")
     p.add_argument("--save_npy", action="store_true", help="also write the disparity as .npy")
     p.add_argument("--pred_metric_depth", action="store_true",
-                   help="write metric depth (x5.4, stereo-trained models) as <name>_depth.npy")
+                   help="write metric depth (x5.4 for stereo-trained models; metric models as they are) as "
+                        "<name>_depth.npy")
     p.add_argument("--source_image_path", help="multi-frame models: the previous frame of --image_path (one image)")
     p.add_argument("--intrinsics_json_path", help="multi-frame models: a JSON normalised 3 x 3 K "
                    "(row 0 divided by the width, row 1 by the height); default KITTI's")
@@ -174,6 +179,45 @@ def neighbour_frames(method, paths, start, count, sources, device):
     return frames, missing
 
 
+def write_outputs(args, path, size, disp, depth):
+    """<name>_disp.jpeg (and the .npy asked for) of one image of `size` (w, h); returns the jpeg."""
+    w0, h0 = size
+    resized = F.interpolate(disp, (h0, w0), mode="bilinear", align_corners=False)[0, 0]
+    name = os.path.splitext(path)[0]
+    if args.output_dir:
+        name = os.path.join(args.output_dir, os.path.basename(name))
+    if args.pred_metric_depth:
+        np.save(f"{name}_depth.npy", (args.metric_factor * depth).cpu().numpy())
+    elif args.save_npy:
+        np.save(f"{name}_disp.npy", disp.cpu().numpy())
+    out = f"{name}_disp.jpeg"
+    pil.fromarray(colorize_disparity(resized.cpu().numpy())).save(out)
+    return out
+
+
+def predict_dataset(args, method, dataset, device):
+    """Every item of a method's own dataset (prediction_dataset): outputs beside each item's
+    "path" (or in --output_dir), at that image's size."""
+    from torch.utils.data import DataLoader
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+    print(f"-> {type(method).__name__}: {len(dataset)} frames of {args.image_path}")
+    written = []
+    loader = DataLoader(dataset, args.batch_size, shuffle=False, num_workers=0)
+    with torch.no_grad():
+        for data in tqdm(loader, desc="predict", unit="batch", disable=len(loader) <= 1):
+            inputs = {k: v.to(device) for k, v in data.items() if torch.is_tensor(v)}
+            prediction = method.predict(inputs)
+            depth = prediction["depth"]
+            disp = prediction.get("disp", 1 / depth)
+            for k, path in enumerate(data["path"]):
+                with pil.open(path) as image:
+                    size = image.size
+                written.append(write_outputs(args, path, size, disp[k:k + 1], depth[k:k + 1]))
+    print(f"-> wrote {len(written)} depth image(s), e.g. {written[0]}")
+    return written
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
@@ -187,8 +231,16 @@ def main(argv=None):
             raise SystemExit(f"--source_image_path {args.source_image_path}: no such file")
         sources = {-1: args.source_image_path}
     K = read_intrinsics(args.intrinsics_json_path) if multi else None
-    if args.pred_metric_depth and not method.opt.use_stereo:
+    # --pred_metric_depth: a metric method's depth as it is, a stereo-trained one's x 5.4
+    args.metric_factor = method.depth_scale if method.depth_scale is not None else STEREO_SCALE_FACTOR
+    if args.pred_metric_depth and method.depth_scale is None and not method.opt.use_stereo:
         print("-> warning: this model was trained without stereo; its depth is not metric")
+    dataset = method.prediction_dataset(args.image_path)
+    if dataset is not None:  # the method reads its own inputs (e.g. poses from files)
+        if sources or args.intrinsics_json_path:
+            raise SystemExit(f"{type(method).__name__} reads its frames, K and poses from the sequence folder: "
+                             "drop --source_image_path / --intrinsics_json_path")
+        return predict_dataset(args, method, dataset, device)
     paths = list_images(args.image_path, args.ext)
     if sources and len(paths) != 1:
         raise SystemExit("--source_image_path goes with one --image_path image")
@@ -209,18 +261,7 @@ def main(argv=None):
                 others = multi_frame_inputs(method, frames, missing, K, device)
             disp, depth = predict_disparity(method, network_input(method, images, device), others)
             for k, (path, image) in enumerate(zip(batch_paths, images)):
-                w0, h0 = image.size
-                resized = F.interpolate(disp[k:k + 1], (h0, w0), mode="bilinear", align_corners=False)[0, 0]
-                name = os.path.splitext(path)[0]
-                if args.output_dir:
-                    name = os.path.join(args.output_dir, os.path.basename(name))
-                if args.pred_metric_depth:
-                    np.save(f"{name}_depth.npy", (STEREO_SCALE_FACTOR * depth[k:k + 1]).cpu().numpy())
-                elif args.save_npy:
-                    np.save(f"{name}_disp.npy", disp[k:k + 1].cpu().numpy())
-                out = f"{name}_disp.jpeg"
-                pil.fromarray(colorize_disparity(resized.cpu().numpy())).save(out)
-                written.append(out)
+                written.append(write_outputs(args, path, image.size, disp[k:k + 1], depth[k:k + 1]))
     print(f"-> wrote {len(written)} depth image(s), e.g. {written[0]}")
     return written
 

@@ -146,6 +146,12 @@ class Method(nn.Module):
         may be skipped then."""
         raise NotImplementedError
 
+    def prediction_dataset(self, path):
+        """test_simple.py --image_path `path`: a dataset whose items carry everything predict()
+        reads (e.g. poses from files) and a "path" per item, for methods that cannot predict
+        from bare images; None: the images are read as they are (the default)."""
+        return None
+
     # --- weights in monodepth2's folder format
     def save_weights(self, folder, encoder_info):
         """One <name>.pth per network; encoder.pth also holds encoder_info (height, ...)."""

@@ -183,6 +183,24 @@ class DynamicMultiFrame(Method):
     def output_name(self):
         return self.opt.eval_branch
 
+    def prediction_dataset(self, path):
+        """test_simple.py on a KITTI odometry sequence (ODOM/sequences/NN or its image_2/):
+        the keyframes 5 .. N-6 with frames -1, +1, the sequence's K (calib.txt) and poses
+        (ODOM/poses_dvso/NN.txt, or poses/ with --pose_source kitti_gt), as evaluated."""
+        from evaluation.kitti_odom import KittiOdomMultiFrame
+        folder = os.path.normpath(os.path.abspath(path))
+        if os.path.basename(folder) == "image_2":
+            folder = os.path.dirname(folder)
+        seq, sequences = os.path.basename(folder), os.path.dirname(folder)
+        if not (os.path.isdir(folder) and os.path.basename(sequences) == "sequences" and seq.isdigit()):
+            raise SystemExit(f"--image_path {path}: --method dynamic_mf predicts from a KITTI odometry sequence "
+                             "(ODOM/sequences/NN with image_2/ and calib.txt, its poses in ODOM/poses_dvso/NN.txt), "
+                             "since it needs frames -1 and +1 and their poses")
+        test_set = KittiOdomMultiFrame(os.path.dirname(sequences), [seq], self.opt.pose_source)
+        if not test_set.filenames:
+            raise SystemExit(f"--image_path {path}: no keyframes (a sequence needs more than 10 frames)")
+        return PathItems(test_set.dataset(self.opt.height, self.opt.width, self.inference_frames))
+
     def images_to_log(self, inputs, outputs, n):
         images = {}
         for j in range(min(n, inputs[("color", 0, 0)].shape[0])):
@@ -193,6 +211,22 @@ class DynamicMultiFrame(Method):
             best = outputs["cost_volume"][j].argmax(0, keepdim=True).float()
             images[f"cost_volume_argmax/{j}"] = best / max(self.opt.cv_num_bins - 1, 1)
         return images
+
+
+class PathItems(torch.utils.data.Dataset):
+    """A dataset's items with the keyframe's image path as "path"."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item = self.dataset[index]
+        folder, frame = self.dataset.filenames[index].split()[:2]
+        item["path"] = self.dataset.get_image_path(folder, int(frame), "l")
+        return item
 
 
 def count_parameters(method):

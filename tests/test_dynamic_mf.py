@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -160,6 +161,36 @@ def test_trains_and_evaluates_overall_and_on_moving_objects(dmf_run, world, tmp_
     again = json.loads(out2.read_text())["results"]
     assert [(r.get("output"), r.get("region"), r["abs_rel"]) for r in again] == \
         [(r.get("output"), r.get("region"), r["abs_rel"]) for r in records]
+
+
+def test_predicts_a_sequence_with_test_simple(dmf_run, world, tmp_path):
+    """test_simple.py on an odometry sequence: its keyframes (5 .. N-6) with frames -1, +1,
+    the sequence's K and poses; --pred_metric_depth writes the metric depth itself (no x5.4),
+    equal to predict() on the evaluation's items; a bare image folder is refused."""
+    from methods import load_for_inference
+    from evaluation.kitti_odom import KittiOdomMultiFrame
+    _, log_dir = dmf_run
+    folder = str(log_dir / "m" / "models" / "weights_1")
+    odom = os.path.join(world.out, "odometry")
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "test_simple.py", "--image_path", os.path.join(odom, "sequences", "01"),
+                          "--load_weights_folder", folder, "--output_dir", str(out), "--pred_metric_depth",
+                          "--no_cuda"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-2000:]
+    assert sorted(os.listdir(out)) == ["000005_depth.npy", "000005_disp.jpeg", "000006_depth.npy", "000006_disp.jpeg"]
+    method = load_for_inference(folder, torch.device("cpu"))
+    items = KittiOdomMultiFrame(odom, ["01"]).dataset(method.opt.height, method.opt.width, method.inference_frames)
+    item = items[1]  # keyframe 6
+    inputs = {k: v[None] for k, v in item.items() if torch.is_tensor(v)}
+    with torch.no_grad():
+        expected = method.predict(inputs)["depth"].numpy()
+    written = np.load(out / "000006_depth.npy")
+    assert written.shape == expected.shape and np.allclose(written, expected, rtol=1e-5)
+    assert 3.0 <= written.min() and written.max() <= 400.0  # metric, inside the model's range
+    res = subprocess.run([sys.executable, "test_simple.py", "--image_path", os.path.join(odom, "sequences", "01",
+                          "image_2", "000006.png"), "--load_weights_folder", folder, "--no_cuda"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode != 0 and "KITTI odometry sequence" in res.stderr
 
 
 @pytest.mark.slow  # another training (the default suite's time budget)
