@@ -216,6 +216,15 @@ class MonodepthOptions:
         opt.method = name
         check_options(opt)
         check_method_options(cls, opt)
+        # options newer than the run (absent from its opt.json) stay as the run had them: their
+        # defaults, even where a check derives them from an older flag (e.g. --ref_compat)
+        given = set(explicit_options(parser, argv))
+        for action in parser._actions:
+            dest = action.dest
+            if dest not in saved and dest not in given and hasattr(opt, dest) and dest != "help":
+                default = parser.get_default(dest)
+                if getattr(opt, dest) != default:
+                    setattr(opt, dest, default)
         changed = []
         for dest in explicit_options(parser, argv):
             if dest in saved and getattr(opt, dest) != saved[dest] and dest not in RESUME_OVERRIDES:

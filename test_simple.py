@@ -54,7 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--pred_metric_depth", action="store_true",
                    help="write metric depth (x5.4 for stereo-trained models; metric models as they are) as "
                         "<name>_depth.npy")
-    p.add_argument("--source_image_path", help="multi-frame models: the previous frame of --image_path (one image)")
+    p.add_argument("--source_image_path", help="multi-frame models: the other frame of --image_path (one image; the "
+                   "previous one, or the next one for a MISM model matching with --matching_ids 0 1)")
     p.add_argument("--intrinsics_json_path", help="multi-frame models: a JSON normalised 3 x 3 K "
                    "(row 0 divided by the width, row 1 by the height); default KITTI's")
     p.add_argument("--batch_size", type=int, default=8, help="images per forward pass")
@@ -211,8 +212,11 @@ def predict_dataset(args, method, dataset, device):
             depth = prediction["depth"]
             disp = prediction.get("disp", 1 / depth)
             for k, path in enumerate(data["path"]):
-                with pil.open(path) as image:
-                    size = image.size
+                if "output_size" in data:  # the region the model sees (e.g. a centred crop)
+                    size = tuple(int(v) for v in data["output_size"][k])
+                else:
+                    with pil.open(path) as image:
+                        size = image.size
                 written.append(write_outputs(args, path, size, disp[k:k + 1], depth[k:k + 1]))
     print(f"-> wrote {len(written)} depth image(s), e.g. {written[0]}")
     return written
@@ -229,7 +233,11 @@ def main(argv=None):
             raise SystemExit("--source_image_path is for multi-frame models; this model reads single images")
         if not os.path.isfile(args.source_image_path):
             raise SystemExit(f"--source_image_path {args.source_image_path}: no such file")
-        sources = {-1: args.source_image_path}
+        others = [f for f in method.inference_frames if f != 0]
+        if len(others) != 1:
+            raise SystemExit(f"--source_image_path gives one other frame; this model reads frames {others}: "
+                             "give a folder of consecutive frames")
+        sources = {others[0]: args.source_image_path}
     K = read_intrinsics(args.intrinsics_json_path) if multi else None
     # --pred_metric_depth: a metric method's depth as it is, a stereo-trained one's x 5.4
     args.metric_factor = method.depth_scale if method.depth_scale is not None else STEREO_SCALE_FACTOR

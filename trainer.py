@@ -134,8 +134,8 @@ class Trainer:
         return cls([dict(g) for g in groups], lr=self.group_lrs[0], **kwargs)
 
     def _reset_optimizer_if_asked(self):
-        """A method's request (e.g. ManyDepth --freeze_resets_optimizer): Adam's moments and
-        step counts start afresh, as with a newly created optimiser; the LRs are unchanged."""
+        """A method's request (Method.reset_optimizer_state): Adam's moments and step counts
+        start afresh, as with a newly created optimiser; the LRs are unchanged."""
         if self.method.reset_optimizer_state:
             self.optimizer.state.clear()
             self.method.reset_optimizer_state = False
@@ -196,16 +196,21 @@ class Trainer:
         train_file = os.path.join(split_dir, "train_files.txt")
         val_dir = resolve_split_dir(opt.val_split, opt.data_path) if opt.val_split else split_dir
         val_file = os.path.join(val_dir, "val_files.txt")
-        generated = getattr(DATASETS[opt.dataset], "split_from_options", lambda o: None)(opt) or {}
-        if generated:  # e.g. --odom_train_seqs: written beside the run, so that it is on record
-            folder = os.path.join(self.log_path, "split")
-            for name, lines in generated.items():
-                path = os.path.join(folder, f"{name}_files.txt")
-                if self.is_main:
-                    os.makedirs(folder, exist_ok=True)
-                    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
-                train_file, val_file = (path, val_file) if name == "train" else (train_file, path)
-            self._barrier()
+        # a split built from options (e.g. whole sequences) is written beside the run, so that it
+        # is on record; a resumed run reads that record back rather than rebuilding it
+        folder = os.path.join(self.log_path, "split")
+        recorded = {n: os.path.join(folder, f"{n}_files.txt") for n in ("train", "val")}
+        recorded = {n: path for n, path in recorded.items() if os.path.isfile(path)}
+        if not (opt.resume and recorded):
+            generated = getattr(DATASETS[opt.dataset], "split_from_options", lambda o: None)(opt) or {}
+            recorded = {n: os.path.join(folder, f"{n}_files.txt") for n in generated}
+            if generated and self.is_main:
+                os.makedirs(folder, exist_ok=True)
+                for name, lines in generated.items():
+                    atomic_write_bytes(recorded[name], ("\n".join(lines) + "\n").encode())
+            if generated:
+                self._barrier()
+        train_file, val_file = recorded.get("train", train_file), recorded.get("val", val_file)
         self.train_dataset = self._make_dataset(read_split_file(train_file), True, train_file)
         self.val_dataset = self._make_dataset(read_split_file(val_file), False, val_file)
         for dataset in (self.train_dataset, self.val_dataset):
@@ -531,9 +536,10 @@ class Trainer:
                                                 os.path.join(self.models_dir, name or f"weights_{self.epoch}"),
                                                 self.opt)
         if name is None:
-            checkpoints.point_last(self.models_dir, os.path.basename(folder))
             if self.opt.keep_weights > 0:
-                checkpoints.prune_weight_folders(self.models_dir, self.opt.keep_weights)
+                checkpoints.prune_weight_folders(self.models_dir, self.opt.keep_weights,
+                                                 protect=os.path.basename(folder))
+            checkpoints.point_last(self.models_dir, os.path.basename(folder))
         return folder
 
     def save_state(self):

@@ -52,7 +52,8 @@ def sequence_dir(root, seq):
 
 
 def sequence_length(root, seq):
-    """Frames of a sequence: the lines of times.txt, else the images in image_2/."""
+    """Frames of a sequence: the lines of times.txt, else the frame images (numbered names)
+    in image_2/ (other files there, e.g. predictions written beside them, do not count)."""
     folder = sequence_dir(root, seq)
     times = os.path.join(folder, "times.txt")
     if os.path.isfile(times):
@@ -61,7 +62,7 @@ def sequence_length(root, seq):
     images = os.path.join(folder, "image_2")
     if not os.path.isdir(images):
         raise FileNotFoundError(f"sequence {seq}: neither {times} nor {images} exists")
-    return len({os.path.splitext(name)[0] for name in os.listdir(images)})
+    return len({os.path.splitext(name)[0] for name in os.listdir(images) if os.path.splitext(name)[0].isdigit()})
 
 
 def odometry_split_lines(root, seqs, max_per_seq=None, margin=KEYFRAME_MARGIN):
@@ -370,8 +371,8 @@ def odometry_splits(lengths, train_seqs, test_seqs, val_tail=50, gap=3, val_per_
         keyframes = list(range(margin, lengths[seq] - margin))
         tail = keyframes[-val_tail:] if val_tail else []
         train = [k for k in keyframes if not tail or k < tail[0] - gap]
-        if len(tail) > val_per_seq:
-            tail = [tail[round(i * (len(tail) - 1) / (val_per_seq - 1))] for i in range(val_per_seq)]
+        if len(tail) > val_per_seq:  # evenly spaced, first and last kept (one: the first)
+            tail = [tail[round(i * (len(tail) - 1) / max(val_per_seq - 1, 1))] for i in range(val_per_seq)]
         out["train"] += [f"{seq:02d} {k} l" for k in train]
         out["val"] += [f"{seq:02d} {k} l" for k in tail]
     for seq in test_seqs:
@@ -391,6 +392,10 @@ def splits_from_options(root, train_seqs=None, val_seqs=None, val_max_per_seq=32
             raise SystemExit(f"--odom_train_seqs / --odom_val_seqs: {e} (is --data_path the folder holding "
                              "sequences/?)") from None
 
+    for name, seqs in (("train", train_seqs), ("val", val_seqs)):
+        bad = [s for s in seqs or () if not str(s).isdigit()]
+        if bad:
+            raise SystemExit(f"--odom_{name}_seqs {' '.join(map(str, bad))}: sequence numbers (e.g. 01 02 06)")
     train_seqs = [int(s) for s in train_seqs or ()]
     val_seqs = [int(s) for s in val_seqs or ()]
     shared = sorted(set(train_seqs) & set(val_seqs))

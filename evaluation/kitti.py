@@ -17,8 +17,8 @@ STEREO_SCALE_FACTOR = 5.4  # KITTI's 0.54 m baseline / the 0.1 training units of
 EIGEN_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
 BENCHMARK_SIZE = (1216, 352)  # (W, H) of the depth benchmark's files
 DEFAULT_DATA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kitti_data")
-PATH_SPLITS = ("eigen", "eigen_benchmark")
-OTHER_SPLIT_NAMES = ("kitti_odom_mf",)  # --eval_split names another test set reads (evaluation/kitti_odom.py)  # what --kitti_path evaluates without --eval_split
+PATH_SPLITS = ("eigen", "eigen_benchmark")  # what --kitti_path evaluates without --eval_split
+OTHER_SPLIT_NAMES = ("kitti_odom_mf",)  # --eval_split names another test set reads (evaluation/kitti_odom.py)
 
 KITTI_EIGEN = register_protocol(Protocol("kitti_eigen", crop=EIGEN_CROP))
 KITTI_IMPROVED = register_protocol(Protocol("kitti_improved", gt_positive_only=True))
@@ -35,7 +35,8 @@ class KittiSplit(TestSet):
         g = parser.add_argument_group("KITTI")
         g.add_argument("--eval_split", nargs="+",
                        help="eigen, eigen_benchmark, benchmark, a split under splits/ or <data_path>/splits/, or "
-                            "a folder; none: skip (unset: eigen; with --kitti_path: both eigen splits)")
+                            "a folder; kitti_odom_mf: the odometry test set at --data_path (see --odom_path); "
+                            "none: skip (unset: eigen; with --kitti_path: both eigen splits)")
         g.add_argument("--data_path", default=DEFAULT_DATA_PATH,
                        help="KITTI raw root (images; GT is in the split folder)")
         g.add_argument("--kitti_path", metavar="DIR", help="--data_path, evaluating eigen + eigen_benchmark")

@@ -214,7 +214,8 @@ class DynamicMultiFrame(Method):
 
 
 class PathItems(torch.utils.data.Dataset):
-    """A dataset's items with the keyframe's image path as "path"."""
+    """A dataset's items with the keyframe's image path as "path" and the size (w, h) of the
+    region the model sees, the centred crop, as "output_size" (outputs are written at it)."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -226,6 +227,8 @@ class PathItems(torch.utils.data.Dataset):
         item = self.dataset[index]
         folder, frame = self.dataset.filenames[index].split()[:2]
         item["path"] = self.dataset.get_image_path(folder, int(frame), "l")
+        crop = self.dataset.geometry(folder)
+        item["output_size"] = torch.tensor([round(crop.crop_width), crop.native_height])
         return item
 
 

@@ -17,8 +17,9 @@ What it adds to Monodepth2 (networks/manydepth.py holds the matching encoder):
   batches), until the freeze;
 - the freeze: from --freeze_teacher_epoch (or --freeze_teacher_step; from the start with
   --freeze_teacher_and_pose) the teacher and the pose network stop learning (their BN
-  statistics too) and the trackers stay fixed. The optimiser and its schedule continue (the reference re-created them, so
-  its last epochs ran at the base LR again; not reproduced);
+  statistics too) and the trackers stay fixed. The optimiser and its schedule continue (the
+  reference re-created them, so its last epochs ran at the base LR again with fresh Adam
+  moments: --freeze_resets_optimizer);
 - a missing previous frame (the start of a drive) is a black image whose pose is zeroed, in
   training and at test time (the reference's evaluation kept the predicted pose:
   --keep_missing_pose), so the network runs in single-frame mode there.
@@ -102,9 +103,11 @@ class ManyDepth(Monodepth2):
             raise SystemExit(f"matching frames {missing} (--num_matching_frames {opt.num_matching_frames}"
                              f"{', --use_future_frame' if opt.use_future_frame else ''}) must be in --frame_ids "
                              f"{opt.frame_ids}")
-        if opt.freeze_resets_optimizer and (opt.freeze_teacher_step >= 0 or opt.freeze_teacher_epoch < 0):
-            raise SystemExit("--freeze_resets_optimizer restarts the schedule at --freeze_teacher_epoch: it needs "
-                             "an epoch freeze (not --freeze_teacher_step)")
+        if opt.freeze_resets_optimizer and (opt.freeze_teacher_step >= 0 or opt.freeze_teacher_epoch < 0
+                                            or opt.freeze_teacher_and_pose or opt.lr_sche_type == "cosine"):
+            raise SystemExit("--freeze_resets_optimizer restarts the optimiser and the step schedule at "
+                             "--freeze_teacher_epoch: it needs that epoch freeze (not --freeze_teacher_step or "
+                             "--freeze_teacher_and_pose) and a step or exponential schedule (not cosine)")
         if opt.mono_weights_folder and not os.path.isdir(opt.mono_weights_folder):
             raise SystemExit(f"--mono_weights_folder {opt.mono_weights_folder}: no such folder")
 
@@ -161,15 +164,14 @@ class ManyDepth(Monodepth2):
         return state
 
     # --------------------------------------------------------------------- freeze
-    def freeze(self, restored=False):
+    def freeze(self, reset_optimizer=False):
         """Teacher and pose networks: no gradients, BN statistics fixed; trackers fixed.
-        --freeze_resets_optimizer: the Trainer drops Adam's state too (not when `restored`
-        from a resumable state saved after the freeze, whose optimiser state is already fresh)."""
+        reset_optimizer (the epoch freeze with --freeze_resets_optimizer): the Trainer drops
+        Adam's state too. A state restored after the freeze already holds the fresh one."""
         if self.frozen:
             return
         self.frozen = True
-        if getattr(self.opt, "freeze_resets_optimizer", False) and not restored:
-            self.reset_optimizer_state = True
+        self.reset_optimizer_state = reset_optimizer
         for name in TEACHER_MODELS:
             for p in self.models[name].parameters():
                 p.requires_grad_(False)
@@ -188,7 +190,7 @@ class ManyDepth(Monodepth2):
     def on_epoch_start(self, epoch, start_batch):
         opt = self.opt
         if opt.freeze_teacher_step < 0 and 0 <= opt.freeze_teacher_epoch <= epoch:
-            self.freeze()
+            self.freeze(reset_optimizer=opt.freeze_resets_optimizer)
 
     def on_train_step_end(self, step, inputs, outputs):
         if not self.frozen:
@@ -202,7 +204,7 @@ class ManyDepth(Monodepth2):
 
     def load_extra_state(self, state):
         if state.get("frozen"):
-            self.freeze(restored=True)
+            self.freeze()
 
     def schedule_epoch(self, epoch):
         """--freeze_resets_optimizer: the schedule restarts at the freeze epoch."""

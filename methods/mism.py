@@ -373,9 +373,16 @@ class MISMStudent(MISMBase):
         if saved.get("method") not in (None, "mism_teacher"):
             raise SystemExit(f"--teacher_weights_folder {folder} was trained with --method {saved['method']}, "
                              "not mism_teacher")
+        asked = list(opt.matching_ids)
         for key in MNET_OPTIONS:  # the teacher's MNet is rebuilt exactly
             if key in saved:
                 setattr(opt, key, saved[key])
+        if asked != [0, -1] and asked != list(opt.matching_ids):
+            raise SystemExit(f"--matching_ids {' '.join(map(str, asked))}: the student's MNet is its teacher's, "
+                             f"which matches with {' '.join(map(str, opt.matching_ids))}; drop --matching_ids")
+        if opt.matching_ids[1] not in opt.frame_ids:
+            raise SystemExit(f"the teacher in {folder} matches against frame {opt.matching_ids[1]}: add it to "
+                             f"--frame_ids (now {' '.join(map(str, opt.frame_ids))})")
         opt.teacher_snet = saved.get("snet", "hrnet")
         for key in ("height", "width"):
             if key in saved and saved[key] != getattr(opt, key):

@@ -351,6 +351,7 @@ def test_step_schedule_with_milestones():
         opt = _opt("--decay_step", *map(str, decay_step), "--num_epochs", "50")
         model = torch.nn.Linear(1, 1)
         fake = SimpleNamespace(opt=opt, train_loader=[None] * 10, group_lrs=[1e-4],
+                               method=SimpleNamespace(schedule_epoch=lambda epoch: epoch),
                                optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4))
         scheduler = Trainer._build_scheduler(fake)
         lrs = []

@@ -163,6 +163,12 @@ def test_trains_and_evaluates_overall_and_on_moving_objects(dmf_run, world, tmp_
         [(r.get("output"), r.get("region"), r["abs_rel"]) for r in records]
 
 
+def method_width_over_height(folder):
+    with open(os.path.join(folder, "opt.json")) as f:
+        saved = json.load(f)
+    return saved["width"] / saved["height"]
+
+
 def test_predicts_a_sequence_with_test_simple(dmf_run, world, tmp_path):
     """test_simple.py on an odometry sequence: its keyframes (5 .. N-6) with frames -1, +1,
     the sequence's K and poses; --pred_metric_depth writes the metric depth itself (no x5.4),
@@ -178,6 +184,11 @@ def test_predicts_a_sequence_with_test_simple(dmf_run, world, tmp_path):
                           "--no_cuda"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-2000:]
     assert sorted(os.listdir(out)) == ["000005_depth.npy", "000005_disp.jpeg", "000006_depth.npy", "000006_disp.jpeg"]
+    from PIL import Image
+    with Image.open(out / "000006_disp.jpeg") as jpeg, \
+            Image.open(os.path.join(odom, "sequences", "01", "image_2", "000006.png")) as frame:
+        w0, h0 = frame.size
+        assert jpeg.size == (round(h0 * method_width_over_height(folder)), h0)  # the centred crop
     method = load_for_inference(folder, torch.device("cpu"))
     items = KittiOdomMultiFrame(odom, ["01"]).dataset(method.opt.height, method.opt.width, method.inference_frames)
     item = items[1]  # keyframe 6
@@ -254,6 +265,10 @@ def test_odometry_splits_from_options(tmp_path):
         splits_from_options(root, ["01"], ["01"])
     with pytest.raises(SystemExit, match="sequences/"):
         splits_from_options(root, ["09"])
+    one = splits_from_options(root, ["02"], val_max_per_seq=1)
+    assert one["val"] == ["02 65 l"] and len(one["train"]) == 110 - 50 - 3
+    with pytest.raises(SystemExit, match="sequence numbers"):
+        splits_from_options(root, ["01", "abc"])
     _fake_sequences(root, {5: 10})
     with pytest.raises(SystemExit, match="no train keyframes"):
         splits_from_options(root, ["05"])
@@ -273,3 +288,21 @@ def test_training_on_sequences_writes_its_split(world, tmp_path):
     split = tmp_path / "m" / "split"
     assert (split / "train_files.txt").read_text().split("\n")[:2] == ["00 5 l", "00 6 l"]
     assert (split / "val_files.txt").read_text().strip() == "01 5 l"
+    # --resume reads the recorded split back (it is not rebuilt from the data)
+    (split / "val_files.txt").write_text("01 6 l\n")
+    resumed = Trainer(MonodepthOptions().parse(["--resume", "--log_dir", str(tmp_path), "--model_name", "m"]))
+    assert resumed.val_dataset.filenames == ["01 6 l"] and resumed.train_dataset.filenames == ["00 5 l", "00 6 l"]
+
+
+def test_resume_keeps_options_newer_than_the_run(tmp_path):
+    """A run saved before --reference_cv_sampling existed, started with --ref_compat, resumes
+    with the cost volume it had (the option's default), not the one --ref_compat sets now."""
+    opt = _opt("--ref_compat")
+    saved = {k: v for k, v in vars(opt).items() if k != "reference_cv_sampling"}
+    models = tmp_path / "m" / "models"
+    models.mkdir(parents=True)
+    (models / "opt.json").write_text(json.dumps(saved, default=str))
+    resumed = MonodepthOptions().parse(["--resume", "--log_dir", str(tmp_path), "--model_name", "m"])
+    assert resumed.ref_compat and resumed.reference_align_corners and not resumed.reference_cv_sampling
+    (models / "opt.json").write_text(json.dumps(vars(opt), default=str))
+    assert MonodepthOptions().parse(["--resume", "--log_dir", str(tmp_path), "--model_name", "m"]).reference_cv_sampling

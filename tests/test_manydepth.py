@@ -356,6 +356,23 @@ def test_validation_skips_the_teacher_pass():
     assert "variants" not in lean and torch.equal(lean["depth"], full["depth"])
 
 
+
+def test_trainer_validation_asks_for_depth_alone(md_run):
+    trainer, _ = md_run
+    seen = []
+    predict = trainer.method.predict
+
+    def spy(inputs):
+        seen.append(trainer.method.predict_variants)
+        return predict(inputs)
+    trainer.method.predict = spy
+    try:
+        trainer.validate_epoch()
+    finally:
+        del trainer.method.predict
+    assert seen and not any(seen) and trainer.method.predict_variants
+
+
 def test_freeze_resets_optimizer_is_the_references_schedule(static_world, tmp_path):
     """--freeze_resets_optimizer: at the freeze epoch Adam's state is dropped and the step
     schedule restarts (the reference re-created both); by default the LR keeps decaying.
@@ -392,5 +409,23 @@ def test_freeze_resets_optimizer_is_the_references_schedule(static_world, tmp_pa
     restored = build_method(trainer.opt)
     restored.load_extra_state({"frozen": True})
     assert restored.frozen and not restored.reset_optimizer_state
-    with pytest.raises(SystemExit, match="--freeze_resets_optimizer"):
-        _opt("--freeze_resets_optimizer", "--freeze_teacher_step", "5")
+    restored.on_epoch_start(3, 2)  # resumed inside a frozen epoch: the restored moments stay
+    assert not restored.reset_optimizer_state
+    for bad in (("--freeze_teacher_step", "5"), ("--freeze_teacher_and_pose",), ("--lr_sche_type", "cosine")):
+        with pytest.raises(SystemExit, match="--freeze_resets_optimizer"):
+            _opt("--freeze_resets_optimizer", *bad)
+
+
+def test_freeze_reset_happens_inside_the_training_loop(static_world, tmp_path):
+    """Through Trainer.train(): with the freeze at epoch 1, Adam's step count of the
+    multi-frame depth decoder is the steps since the freeze with --freeze_resets_optimizer,
+    every step without it."""
+    counts = {}
+    for extra in ((), ("--freeze_resets_optimizer",)):
+        trainer = Trainer(MonodepthOptions().parse(_train_args(static_world, tmp_path / str(len(extra)),
+                                                               "--deterministic", *extra)))
+        trainer.train()
+        p = next(trainer.method.models["depth"].parameters())
+        counts[bool(extra)] = int(trainer.optimizer.state[p]["step"])
+    per_epoch = len(trainer.train_loader)
+    assert counts == {False: 2 * per_epoch, True: per_epoch}

@@ -414,3 +414,8 @@ def test_matching_ids_choose_mnet_source(tmp_path):
     _teacher_folder(tmp_path, "--matching_ids", "0", "1")
     student = _opt("mism_student", "--teacher_weights_folder", str(tmp_path))
     assert student.matching_ids == [0, 1]
+    with pytest.raises(SystemExit, match="add it to --frame_ids"):
+        _opt("mism_student", "--teacher_weights_folder", str(tmp_path), "--frame_ids", "0", "-1")
+    with pytest.raises(SystemExit, match="drop --matching_ids"):
+        _opt("mism_student", "--teacher_weights_folder", str(tmp_path), "--matching_ids", "0", "-2",
+             "--frame_ids", "0", "-1", "1", "-2")

@@ -74,6 +74,13 @@ def test_models_last_names_the_newest_weight_folder(trained, tmp_path):
     os.remove(tmp_path / "last")
     os.makedirs(tmp_path / "last")
     assert not point_last(str(tmp_path), "weights_3") and not os.path.islink(tmp_path / "last")
+    # a new run into a folder with higher epochs left by an earlier one: the new folder stays
+    from training.checkpoints import prune_weight_folders
+    for e in (0, 17, 18, 19):
+        os.makedirs(tmp_path / f"weights_{e}", exist_ok=True)
+    prune_weight_folders(str(tmp_path), 3, protect="weights_0")
+    assert sorted(d for d in os.listdir(tmp_path) if d.startswith("weights_")) == \
+        ["weights_0", "weights_18", "weights_19"]
 
 
 def test_fine_tune_loads_weights_and_keeps_learning_rate(trained, static_world, tmp_path):

@@ -57,12 +57,17 @@ def point_last(models_dir, name):
     return True
 
 
-def prune_weight_folders(models_dir, keep):
-    """Remove all but the newest `keep` weights_<epoch> folders (weights_best stays)."""
-    epochs = sorted(int(d[len("weights_"):]) for d in os.listdir(models_dir)
-                    if d.startswith("weights_") and d[len("weights_"):].isdigit())
-    for epoch in epochs[:-keep]:
-        shutil.rmtree(os.path.join(models_dir, f"weights_{epoch}"), ignore_errors=True)
+def prune_weight_folders(models_dir, keep, protect=None):
+    """Remove all but the newest `keep` weights_<epoch> folders (weights_best stays, and so
+    does `protect`, the folder just written, even where an earlier run into the same folder
+    left higher epoch numbers)."""
+    names = [f"weights_{e}" for e in sorted(int(d[len("weights_"):]) for d in os.listdir(models_dir)
+                                            if d.startswith("weights_") and d[len("weights_"):].isdigit())]
+    if protect in names:
+        names.remove(protect)
+        keep -= 1
+    for name in names[:len(names) - keep] if keep > 0 else names:
+        shutil.rmtree(os.path.join(models_dir, name), ignore_errors=True)
 
 
 def load_optimizer_state(optimizer, folder, group_lrs, log=print):
