@@ -364,7 +364,7 @@ def test_step_schedule_with_milestones():
 
 
 # ----------------------------------------------------------------------------- the paper's networks, CLI
-ITEMS_PER_EPOCH = 8
+ITEMS_PER_EPOCH = 4  # 2 steps per epoch
 
 
 def _train_args(world, log_dir, *extra):

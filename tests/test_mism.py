@@ -153,7 +153,7 @@ def test_presets_and_option_checks(tmp_path):
 
 
 # ----------------------------------------------------------------------------- CLI: both stages
-ITEMS_PER_EPOCH = 8
+ITEMS_PER_EPOCH = 4  # 2 steps per epoch
 
 
 def _train_args(world, log_dir, preset, *extra):

@@ -78,6 +78,20 @@ def test_split_names_of_the_synthetic_world(static_world):
 
 
 # ------------------------------------------------------------------ resume by name
+def test_resume_refuses_changed_options_and_a_missing_run(static_world, tmp_path):
+    models = tmp_path / "run" / "m" / "models"
+    models.mkdir(parents=True)
+    opt = MonodepthOptions().parse(_args(static_world, tmp_path / "run"))
+    (models / "opt.json").write_text(json.dumps(vars(opt), default=str))
+    resumed = MonodepthOptions().parse(["--log_dir", str(tmp_path / "run"), "--model_name", "m", "--resume"])
+    assert (resumed.height, resumed.max_steps) == (64, 3)
+    with pytest.raises(SystemExit, match=r"--height \(run: 64, given: 96\)"):
+        MonodepthOptions().parse(["--log_dir", str(tmp_path / "run"), "--model_name", "m", "--resume", "--height", "96"])
+    with pytest.raises(SystemExit, match="no run to continue"):
+        MonodepthOptions().parse(["--log_dir", str(tmp_path / "nothing"), "--model_name", "m", "--resume"])
+
+
+@pytest.mark.slow  # three trainings (the default suite's time budget; resume: test_scaling.py)
 def test_resume_from_the_model_name_alone_continues_the_same_run(static_world, tmp_path):
     options = ["--scheduler_step_size", "1", "--disparity_smoothness", "0.01", "--deterministic"]
     Trainer(MonodepthOptions().parse(_args(static_world, tmp_path / "ref", *options, steps=12))).train()
@@ -164,7 +178,7 @@ def _world_with_a_truncated_image(world, tmp_path):
 
 def test_unreadable_image_mid_run_is_named_and_the_state_is_kept(static_world, tmp_path):
     root, image = _world_with_a_truncated_image(static_world, tmp_path)
-    args = _args(static_world, tmp_path / "run", steps=16)
+    args = _args(static_world, tmp_path / "run", steps=8)  # one epoch: every item, the bad one too
     args[args.index("--data_path") + 1] = str(root)
     res = _run(args)
     assert res.returncode == 1
@@ -177,7 +191,7 @@ def test_unreadable_image_mid_run_is_named_and_the_state_is_kept(static_world, t
     res = _run(args[:] + ["--skip_bad_items", "--model_name", "skip"])
     assert res.returncode == 0, res.stderr[-2000:]
     steps = [json.loads(line) for line in (tmp_path / "run" / "skip" / "train_steps.jsonl").read_text().splitlines()]
-    assert len(steps) == 16 and steps[-1]["skipped_items"] >= 1
+    assert len(steps) == 8 and steps[-1]["skipped_items"] >= 1
     assert "-> skipped:" in res.stderr and str(image) in res.stderr
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from options import MonodepthOptions
+from tests.helpers.cli import small_split
 from trainer import EpochSampler, NonFiniteLossError, Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,7 +133,9 @@ def test_bf16_channels_last_tracks_float32(static_world, tmp_path):
 
 
 def test_validation_keeps_best_epoch(static_world, tmp_path):
-    t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, steps=0) + ["--num_epochs", "3"]))
+    split = small_split(static_world, str(tmp_path / "split"), 4)  # 2 steps per epoch
+    t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, steps=0) + ["--num_epochs", "3", "--split",
+                                                                                   split]))
     t.train()
     records = [json.loads(l) for l in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2]
@@ -205,6 +208,7 @@ def test_fast_loader_matches_default_batch(static_world, tmp_path):
     assert len(list((tmp_path / "cache").rglob("*.npy"))) >= 6  # 3 frames x 2 items x views
 
 
+@pytest.mark.slow  # three loaders and a training (the default suite's time budget)
 def test_decode_on_device_matches_the_cached_fast_path(world, tmp_path):
     """--decode_on_device: workers pass JPEG bytes, the training process decodes and resizes;
     the batch equals the cached fast path's up to JPEG and filter differences."""

@@ -17,14 +17,15 @@ import torch
 import networks
 from methods import METHODS, load_for_inference, method_class
 from options import MonodepthOptions
-from tests.helpers.cli import evaluate_folder
+from tests.helpers.cli import evaluate_folder, small_split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = "tests.helpers.toy_method"
 
 
 def _toy_args(world, log_dir, steps, *extra):
-    return ["--method", TOY, "--data_path", world.out, "--split", os.path.join(world.out, "splits", "synthetic"),
+    split = small_split(world, os.path.join(os.path.dirname(str(log_dir)), "split"), 8)  # 4 steps per epoch
+    return ["--method", TOY, "--data_path", world.out, "--split", split,
             "--png", "--height", "64", "--width", "192", "--weights_init", "scratch", "--batch_size", "2",
             "--num_epochs", "2", "--num_workers", "0", "--log_dir", str(log_dir), "--model_name", "toy",
             "--log_frequency", "1000", "--max_steps", str(steps), "--no_progress", "--no_cuda", "--deterministic",
@@ -47,12 +48,12 @@ def _losses(run_dir):
 
 @pytest.fixture(scope="module")
 def toy_runs(static_world, tmp_path_factory):
-    """16 steps (2 epochs of 8) straight, and the same run stopped after 11 steps (inside
+    """8 steps (2 epochs of 4) straight, and the same run stopped after 6 steps (inside
     epoch 1) and resumed."""
     tmp = tmp_path_factory.mktemp("toy")
-    _train(_toy_args(static_world, tmp / "ref", 16))
-    _train(_toy_args(static_world, tmp / "run", 11))
-    _train(_toy_args(static_world, tmp / "run", 16, "--resume"))
+    _train(_toy_args(static_world, tmp / "ref", 8))
+    _train(_toy_args(static_world, tmp / "run", 6))
+    _train(_toy_args(static_world, tmp / "run", 8, "--resume"))
     yield tmp
     shutil.rmtree(tmp, ignore_errors=True)  # ~1.5 GB of weights and states: not kept to the session's end
 
@@ -74,15 +75,15 @@ def test_outside_method_trains_with_its_option_and_two_learning_rates(toy_runs):
 
 def test_outside_method_resumes_exactly_with_its_own_state(toy_runs):
     ref, run = _losses(toy_runs / "ref"), _losses(toy_runs / "run")
-    assert sorted(ref) == sorted(run) == list(range(16))
-    for step in range(11, 16):
+    assert sorted(ref) == sorted(run) == list(range(8))
+    for step in range(6, 8):
         assert run[step] == pytest.approx(ref[step], rel=1e-6, abs=1e-7), step
     state = torch.load(toy_runs / "run" / "toy" / "state" / "last.pt", weights_only=False)
     method_state = state["method_state"]
     # the hooks ran once per step and epoch across the interruption; the resumed run started
-    # epoch 1 at batch 3 (11 = 8 + 3)
-    assert method_state["steps_seen"] == 16 and method_state["epochs_ended"] == [0, 1]
-    assert method_state["epochs_started"] == [(0, 0), (1, 0), (1, 3)]
+    # epoch 1 at batch 2 (6 = 4 + 2)
+    assert method_state["steps_seen"] == 8 and method_state["epochs_ended"] == [0, 1]
+    assert method_state["epochs_started"] == [(0, 0), (1, 0), (1, 2)]
 
 
 def test_outside_method_is_evaluated_and_predicts_from_its_folder_alone(toy_runs, static_world, tmp_path):
