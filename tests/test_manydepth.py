@@ -256,12 +256,13 @@ def test_trained_folders_freeze_and_trackers(md_run):
 @pytest.mark.slow  # another training (the default suite's time budget)
 def test_resume_inside_epoch_zero_reproduces_the_losses(md_run, static_world, tmp_path):
     """SIGKILL inside epoch 0 (before the freeze), --resume: trackers, augmentation draws and
-    every later loss term (the freeze at epoch 1 included) equal the uninterrupted run's."""
+    every later loss term (the freeze at epoch 1 and its optimiser reset included) equal the
+    uninterrupted run's."""
     trainer, ref_dir = md_run
     ref = train_steps(ref_dir)
     per_epoch = len(trainer.train_loader)
     run_dir = tmp_path / "run"
-    args = _train_args(static_world, run_dir, "--deterministic", "--state_frequency", "1")
+    args = _train_args(static_world, run_dir, "--deterministic", "--freeze_resets_optimizer", "--state_frequency", "1")
     kill_after_steps(args, run_dir, 2)
     resumed = Trainer(MonodepthOptions().parse(["--resume", "--log_dir", str(run_dir), "--model_name", "m"]))
     k = resumed.step
