@@ -404,18 +404,16 @@ def splits_from_options(root, train_seqs=None, val_seqs=None, val_max_per_seq=32
                          "--odom_train_seqs; validate on frames never trained on")
     if val_max_per_seq < 1:
         raise SystemExit(f"--val_max_per_seq {val_max_per_seq}: must be >= 1")
+    lengths = {s: length(s) for s in train_seqs + val_seqs}  # each sequence read once
     out = {}
-    if train_seqs:
-        lengths = {s: length(s) for s in train_seqs}
-        if val_seqs:
-            out["train"] = odometry_split_lines(root, train_seqs)
-        else:
-            held = odometry_splits(lengths, train_seqs, (), val_per_seq=val_max_per_seq)
-            out["train"], out["val"] = held["train"], held["val"]
+    if train_seqs:  # with validation sequences nothing is held out of the training ones
+        held = odometry_splits(lengths, train_seqs, (), val_tail=0 if val_seqs else 50, val_per_seq=val_max_per_seq)
+        out["train"] = held["train"]
+        if not val_seqs:
+            out["val"] = held["val"]
     if val_seqs:
-        for s in val_seqs:
-            length(s)
-        out["val"] = odometry_split_lines(root, val_seqs, val_max_per_seq)
+        out["val"] = [line for s in val_seqs
+                      for line in odometry_splits(lengths, (), (s,))["test"][:val_max_per_seq]]
     for name, lines in out.items():
         if not lines:
             raise SystemExit(f"--odom_{name}_seqs: no {name} keyframes (sequences of at most "

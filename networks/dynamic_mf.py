@@ -23,6 +23,7 @@ import torchvision
 
 from layers import PROJECTION_EPS, SSIM
 from .resnet_encoder import IMAGENET_MEAN, IMAGENET_STD, load_imagenet_state_dict
+from .timm_encoder import create_timm_model
 
 INV_DEPTH_RANGE = (0.0025, 0.33)  # 1/400 m .. 1/3.03 m (config key inv_depth_min_max, reversed)
 NUM_BINS = 32
@@ -418,7 +419,7 @@ class EfficientNetB5Backbone(nn.Module):
 
     def __init__(self, pretrained=False, freeze=False, weights_file=None, imagenet_stats=False):
         super().__init__()
-        self.model = self._create(pretrained, weights_file)
+        self.model = create_timm_model(self.TIMM_NAME, pretrained, weights_file, what="--backbone effnet_b5")
         self.model.bn2.requires_grad_(False)
         self.model.get_classifier().requires_grad_(False)
         if freeze:
@@ -430,22 +431,6 @@ class EfficientNetB5Backbone(nn.Module):
         mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if imagenet_stats else (cfg["mean"], cfg["std"])
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    def _create(self, pretrained, weights_file):
-        import timm
-        if weights_file:
-            model = timm.create_model(self.TIMM_NAME, pretrained=False)
-            state = torch.load(weights_file, map_location="cpu", weights_only=True)
-            model.load_state_dict(state.get("state_dict", state))
-            return model
-        try:
-            return timm.create_model(self.TIMM_NAME, pretrained=pretrained)
-        except Exception as e:  # offline, no cached weights
-            if not pretrained:
-                raise
-            raise RuntimeError(f"backbone effnet_b5: timm could not load {self.TIMM_NAME}'s weights "
-                               f"({type(e).__name__}: {e}). Put them in the Hugging Face cache, pass "
-                               "weights_file, or use pretrained=False.") from None
 
     def forward(self, image, num_levels=5):
         m = self.model

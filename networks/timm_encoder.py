@@ -36,7 +36,8 @@ class TimmEncoder(nn.Module):
         if [strides[i] for i in indices][-4:] != list(STRIDES[1:]):
             raise SystemExit(f"--encoder {name}: its features are at strides {strides}; a depth decoder needs "
                              f"strides {list(STRIDES[1:])} (and optionally 2)")
-        self.backbone = self._create(name, pretrained, weights_file, out_indices=indices, **kwargs)
+        self.backbone = create_timm_model(name, pretrained, weights_file, features_only=True, out_indices=indices,
+                                          **kwargs)
         channels = list(self.backbone.feature_info.channels())
         self.stride2 = None
         if len(indices) == 4:
@@ -50,28 +51,6 @@ class TimmEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1),
                              persistent=False)
         self.channels_last_output = str(getattr(self.backbone, "output_fmt", "NCHW")).endswith("NHWC")
-
-    @staticmethod
-    def _create(name, pretrained, weights_file, **kwargs):
-        import timm
-        if weights_file:
-            if not os.path.isfile(weights_file):
-                raise SystemExit(f"--imagenet_weights {weights_file}: no such file")
-            model = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
-            state = torch.load(weights_file, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state) if isinstance(state, dict) else state
-            missing, _ = model.load_state_dict(state, strict=False)
-            if missing:
-                print(f"-> {weights_file}: {len(missing)} backbone parameters not in the file (e.g. {missing[:3]})")
-            return model
-        try:
-            return timm.create_model(name, pretrained=pretrained, features_only=True, **kwargs)
-        except Exception as e:  # offline, no cached weights
-            if not pretrained:
-                raise
-            raise SystemExit(f"--encoder {name} with --weights_init pretrained: timm could not load its "
-                             f"ImageNet weights ({type(e).__name__}: {e}). Pass --imagenet_weights FILE, "
-                             "put the weights in the Hugging Face cache, or use --weights_init scratch.") from None
 
     def forward(self, x):
         feats = self.backbone((x - self.mean) / self.std)
@@ -87,3 +66,30 @@ def _takes_image_size(name):
     """Vision transformers with fixed position tables (Swin, ViT) are built at the input size."""
     import timm
     return any(key in name for key in ("swin", "vit", "deit", "beit", "eva")) and timm.is_model(name)
+
+
+def create_timm_model(name, pretrained, weights_file=None, what=None, **kwargs):
+    """timm's `name` (kwargs to timm.create_model, e.g. features_only) with ImageNet weights
+    from `weights_file` (a local file, parameters matched by name), else from timm's hub
+    cache / a download when `pretrained`. Offline without weights: a SystemExit saying what
+    to do. `what` names the model in messages (default: --encoder NAME)."""
+    import timm
+    what = what or f"--encoder {name}"
+    if weights_file:
+        if not os.path.isfile(weights_file):
+            raise SystemExit(f"--imagenet_weights {weights_file}: no such file")
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        missing, _ = model.load_state_dict(state, strict=False)
+        if missing:
+            print(f"-> {weights_file}: {len(missing)} backbone parameters not in the file (e.g. {missing[:3]})")
+        return model
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except Exception as e:  # offline, no cached weights
+        if not pretrained:
+            raise
+        raise SystemExit(f"{what} with --weights_init pretrained: timm could not load its "
+                         f"ImageNet weights ({type(e).__name__}: {e}). Pass --imagenet_weights FILE, "
+                         "put the weights in the Hugging Face cache, or use --weights_init scratch.") from None
