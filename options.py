@@ -38,6 +38,10 @@ def add_shared_options(p):
                    default=["encoder", "depth", "pose_encoder", "pose"], help="networks to load from it")
     g.add_argument("--imagenet_weights", type=str,
                    help="local ImageNet weights file for the encoder (else torch hub's cache / a download)")
+    g.add_argument("--pretrained_encoder", type=str, metavar="FOLDER",
+                   help="start the encoders from FOLDER/<family>.pth (resnet18.pth, hrnet_w18.pth, ... in "
+                        "ImageNet files' layout) instead of ImageNet weights: a shared start such as "
+                        "benchmarks/pretrain_encoder.py writes; implies --weights_init pretrained")
 
     g = p.add_argument_group("data")
     g.add_argument("--split", type=str, default="eigen_zhou",
@@ -111,6 +115,9 @@ def add_shared_options(p):
     g.add_argument("--resume", action="store_true",
                    help="continue <log_dir>/<model_name> from its last saved state, with the options it was "
                         "started with (only --num_epochs, --max_steps and the system flags may change)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start afresh in <log_dir>/<model_name> even if it holds a run (its logs, states and "
+                        "weights are removed first); without it such a folder is refused")
     g.add_argument("--skip_bad_items", action="store_true",
                    help="skip (log and count) items whose files are missing or unreadable instead of stopping")
     g.add_argument("--state_frequency", type=int, default=250,
@@ -306,6 +313,13 @@ def check_options(opt):
     if opt.keep_weights < 0 or opt.save_frequency < 1:
         raise SystemExit(f"--keep_weights must be >= 0 (got {opt.keep_weights}) and --save_frequency >= 1 "
                          f"(got {opt.save_frequency})")
+    if getattr(opt, "pretrained_encoder", None):
+        if getattr(opt, "imagenet_weights", None):
+            raise SystemExit("--pretrained_encoder and --imagenet_weights both name the encoders' start: give one")
+        if not os.path.isdir(os.path.expanduser(opt.pretrained_encoder)):
+            raise SystemExit(f"--pretrained_encoder {opt.pretrained_encoder}: no such folder (write one with "
+                             "python benchmarks/pretrain_encoder.py)")
+        opt.weights_init = "pretrained"
     from datasets import DATASETS
     if opt.dataset not in DATASETS:
         raise SystemExit(f"--dataset {opt.dataset!r}: registered datasets are {', '.join(sorted(DATASETS))}")
@@ -331,7 +345,7 @@ def options_for_inference(saved, overrides=None):
         setattr(opt, key, value)
     opt.method = name
     opt.frame_ids = [frame_id(str(f)) for f in opt.frame_ids]
-    opt.weights_init, opt.imagenet_weights = "scratch", None
+    opt.weights_init, opt.imagenet_weights, opt.pretrained_encoder = "scratch", None, None
     opt.for_inference = True  # methods skip what only training needs (e.g. loading a teacher folder)
     return opt
 

@@ -46,12 +46,14 @@ def main(argv=None):
         sw.generate(sw.Config(out=args.data_path, overwrite=os.path.isdir(args.data_path)
                               and not os.listdir(args.data_path)))
     split = os.path.join(args.data_path, "splits", "synthetic")
+    if os.path.isdir(os.path.join(args.log_dir, "quickstart")):
+        print(f"-> {os.path.join(args.log_dir, 'quickstart')} holds an earlier quickstart: starting afresh there")
     print("-> training (about 3-5 minutes on 2 CPU cores)")
     opt = MonodepthOptions().parse([
         "--config", os.path.join(PROJECT_DIR, "configs", "synthetic_quickstart.yaml"),
         "--data_path", args.data_path, "--split", split, "--log_dir", args.log_dir,
         "--num_epochs", str(args.epochs), "--num_workers", str(args.num_workers),
-        "--cache_dir", os.path.join(args.data_path, "cache")])
+        "--cache_dir", os.path.join(args.data_path, "cache"), "--overwrite"])
     trainer = Trainer(opt)
     _, gts = export_gt_depths(args.data_path, split, "velodyne", "exact")
     test_set = KittiSplit(split, args.data_path, png=True)

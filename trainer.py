@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import signal
 import time
 
@@ -43,6 +44,56 @@ def schedule_factor(factor, base_lr, step):
     return factor(step, base_lr)
 
 
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM set `requested`; the loop reads it where the training state
+    is complete (after a step, between validation batches, after an epoch's saving), so that
+    the state it then saves holds exactly what was applied and a resumed run repeats nothing.
+    A second signal stops at once. Handlers are installed only in the main thread."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self):
+        self.requested = False
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write("-> stopping after the current step (again to stop at once)")
+
+    def __enter__(self):
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                if hasattr(signal, name):
+                    sig = getattr(signal, name)
+                    self.previous[sig] = signal.getsignal(sig)
+                    signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+        return False
+
+
+def build_dataset(opt, names, is_train, split_file):
+    """The dataset of `names` (split-file lines) as a training run of `opt` reads them: its
+    method's frames, targets, augmentations (training items only) and missing-frame policy."""
+    cls = method_class(opt.method)
+    path = "encoded" if opt.decode_on_device else "fast" if opt.fast_loader else "default"
+    dataset = DATASETS[opt.dataset](opt.data_path, names, opt.height, opt.width, opt.frame_ids, len(opt.scales),
+                                    is_train=is_train, img_ext=".png" if opt.png else ".jpg",
+                                    split_file=split_file, input_path=path, cache_dir=opt.cache_dir,
+                                    targets=cls.item_targets(opt), seed=opt.seed,
+                                    augmentations=cls.item_augmentations(opt), **cls.dataset_options(opt))
+    dataset.skip_bad_items = opt.skip_bad_items
+    dataset.missing_frames = cls.missing_frames(opt, is_train)
+    return dataset
+
+
 class Trainer:
     def __init__(self, opt):
         self.opt = opt
@@ -59,6 +110,8 @@ class Trainer:
         self.log_path = os.path.join(os.path.expanduser(opt.log_dir), opt.model_name)
         self.state_dir = os.path.join(self.log_path, "state")
         self.models_dir = os.path.join(self.log_path, "models")
+        if not opt.resume:
+            self._claim_run_folder()
         self.logger = RunLogger(self.log_path)
         self.skipped_items = 0
 
@@ -93,6 +146,8 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opt.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=opt.amp == "fp16" and self.device.type == "cuda")
         self.step, self.epoch, self.start_batch = 0, 0, 0
+        self.epoch_end_done = False  # the method's on_epoch_end ran for self.epoch (validation may be pending)
+        self.stop = StopRequest()
         self.nonfinite_in_row = 0
         self.best = None
         self.loss_history = []
@@ -107,6 +162,30 @@ class Trainer:
                     f"{len(self.val_dataset)} validation items")
 
     # ------------------------------------------------------------------ set-up
+    RUN_FILES = ("models", "state", "train", "val", "train_steps.jsonl", "metrics.jsonl", "split")
+
+    def _claim_run_folder(self):
+        """A new run never mixes with an earlier one in the same folder: refused, unless
+        --overwrite removes the earlier run's files first."""
+        held = [n for n in self.RUN_FILES if os.path.exists(os.path.join(self.log_path, n))]
+        if not held:
+            return
+        if not getattr(self.opt, "overwrite", False):
+            raise SystemExit(f"{self.log_path} already holds a run ({', '.join(held)}): continue it with --resume, "
+                             "replace it with --overwrite, or choose another --model_name")
+        inside = [f"--{k} {v}" for k, v in sorted(vars(self.opt).items()) if isinstance(v, str) and v
+                  and os.path.exists(os.path.expanduser(v)) and os.path.realpath(os.path.expanduser(v)).startswith(
+                      os.path.realpath(self.log_path) + os.sep)]
+        if inside:
+            raise SystemExit(f"--overwrite would remove what {', '.join(inside)} reads from {self.log_path}: copy it "
+                             "elsewhere first, or choose another --model_name")
+        if self.is_main:
+            self._print(f"-> --overwrite: removing the earlier run in {self.log_path}")
+            for name in held:
+                path = os.path.join(self.log_path, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        self._barrier()
+
     def _print(self, *args):
         if self.is_main:
             tqdm.write(" ".join(str(a) for a in args))
@@ -175,17 +254,7 @@ class Trainer:
             self.optimizer, [functools.partial(schedule_factor, factor, lr) for lr in self.group_lrs])
 
     def _make_dataset(self, names, is_train, split_file):
-        opt = self.opt
-        path = "encoded" if opt.decode_on_device else "fast" if opt.fast_loader else "default"
-        dataset = DATASETS[opt.dataset](opt.data_path, names, opt.height, opt.width, opt.frame_ids, len(opt.scales),
-                                        is_train=is_train, img_ext=".png" if opt.png else ".jpg",
-                                        split_file=split_file, input_path=path, cache_dir=opt.cache_dir,
-                                        targets=method_class(opt.method).item_targets(opt), seed=opt.seed,
-                                        augmentations=method_class(opt.method).item_augmentations(opt),
-                                        **method_class(opt.method).dataset_options(opt))
-        dataset.skip_bad_items = opt.skip_bad_items
-        dataset.missing_frames = method_class(opt.method).missing_frames(opt, is_train)
-        return dataset
+        return build_dataset(self.opt, names, is_train, split_file)
 
     def _build_loaders(self):
         opt = self.opt
@@ -273,28 +342,10 @@ class Trainer:
         if self.is_main:
             os.makedirs(self.models_dir, exist_ok=True)
             atomic_write_bytes(os.path.join(self.models_dir, "opt.json"), checkpoints.options_json(opt))
-        previous = signal.getsignal(signal.SIGTERM)
-        if self.is_main and hasattr(signal, "SIGTERM"):
-            signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
-            while self.epoch < opt.num_epochs and not self.done():
-                self.method.on_epoch_start(self.epoch, self.start_batch)
-                self._reset_optimizer_if_asked()
-                finished = self.run_epoch()
-                if finished:
-                    self.method.on_epoch_end(self.epoch)
-                    self.validate_epoch()
-                    self._barrier()
-                    if self.is_main and ((self.epoch + 1) % opt.save_frequency == 0 or self.done()
-                                         or self.epoch + 1 == opt.num_epochs):
-                        self.save_model()
-                    self.epoch += 1
-                    self.start_batch = 0
-                    self.save_state()
-                elif self.done():  # --max_steps reached inside an epoch
-                    if self.is_main:
-                        self.save_model()
-                    self.save_state()
+            with self.stop:
+                self._train_epochs()
+            self._print(self.summary_line())
         except KeyboardInterrupt:
             self._print("-> interrupted: saving a resumable state (continue with --resume)")
             self.save_state()
@@ -309,8 +360,6 @@ class Trainer:
                             f"{self.state_dir}")
             raise
         finally:
-            if hasattr(signal, "SIGTERM") and self.is_main:
-                signal.signal(signal.SIGTERM, previous)
             self.logger.close()
             if self.skipped_items:
                 self._print(f"-> {self.skipped_items} unreadable items were skipped (--skip_bad_items; the log "
@@ -320,12 +369,57 @@ class Trainer:
                 dist.destroy_process_group()
         return self
 
+    def _train_epochs(self):
+        opt = self.opt
+        while self.epoch < opt.num_epochs and not self.done():
+            self.method.on_epoch_start(self.epoch, self.start_batch)
+            self._reset_optimizer_if_asked()
+            finished = self.run_epoch()
+            if finished:
+                if not self.epoch_end_done:  # a run stopped during validation ran it already
+                    self.method.on_epoch_end(self.epoch)
+                    self.epoch_end_done = True
+                self.validate_epoch()
+                self._barrier()
+                if self.is_main and ((self.epoch + 1) % opt.save_frequency == 0 or self.done()
+                                     or self.epoch + 1 == opt.num_epochs):
+                    self.save_model()
+                self.epoch += 1
+                self.start_batch = 0
+                self.epoch_end_done = False
+                self.save_state()
+            elif self.done():  # --max_steps reached inside an epoch
+                if self.is_main:
+                    self.save_model()
+                self.save_state()
+            self._stop_if_asked()
+
+    def summary_line(self):
+        """One line at the end of a run: the best epoch, its metric, where the weights are."""
+        last = os.path.join(self.models_dir, "last")
+        where = os.path.realpath(last) if os.path.exists(last) else self.models_dir
+        best_file = os.path.join(self.models_dir, "best.json")
+        if self.best is not None and os.path.isfile(best_file):
+            with open(best_file) as f:
+                record = json.load(f)
+            return (f"-> finished: best epoch {record['epoch']} ({self.opt.best_metric} {self.best:.4f}) in "
+                    f"{os.path.join(self.models_dir, 'weights_best')}; last weights in {where}")
+        return f"-> finished at step {self.step} (no validation scored); weights in {where}"
+
+    def _stop_if_asked(self):
+        """Where the training state is complete (after a step, between validation batches,
+        after an epoch's saving): stop if a signal asked for it (every process together)."""
+        asked = self.stop.requested
+        if self.world_size > 1 and dist.is_initialized():
+            flag = torch.tensor([float(asked)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            asked = bool(flag.item())
+        if asked:
+            raise KeyboardInterrupt
+
     def _barrier(self):
         if self.world_size > 1 and dist.is_initialized():
             dist.barrier()
-
-    def _on_sigterm(self, signum, frame):
-        raise KeyboardInterrupt
 
     def done(self):
         return bool(self.opt.max_steps) and self.step >= self.opt.max_steps
@@ -351,12 +445,16 @@ class Trainer:
         opt = self.opt
         self.method.train()
         self.train_sampler.set_epoch(self.epoch, self.start_batch)
-        bar = tqdm(total=len(self.train_loader) + self.start_batch, initial=self.start_batch,
+        total = len(self.train_loader) + self.start_batch
+        if opt.max_steps:  # the bar (and its time left) ends where --max_steps does
+            total = min(total, self.start_batch + max(opt.max_steps - self.step, 0))
+        bar = tqdm(total=total, initial=self.start_batch,
                    desc=f"epoch {self.epoch}", unit="batch", disable=opt.no_progress or not self.is_main,
                    dynamic_ncols=True)
         batch_idx = self.start_batch
         for inputs in self.train_loader:
             before = time.time()
+            step, lr = self.step, self.optimizer.param_groups[0]["lr"]
             inputs, outputs, loss, terms, logs = self.process_batch(inputs)
             self.optimizer.zero_grad(set_to_none=True)
             if not self._finite(loss):
@@ -367,37 +465,40 @@ class Trainer:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             self.scheduler.step()
+            self.method.on_train_step_end(step, inputs, outputs)
+            self._reset_optimizer_if_asked()
+            # the step is applied: the counters follow at once, so that a state saved from here
+            # on (a signal, an error while logging) resumes with the next batch
+            self.step += 1
+            batch_idx += 1
+            self.start_batch = batch_idx
             now = time.time()
             duration = now - before
             self.step_times.append(now - (self.last_step_end or before))  # with the wait for data
             self.last_step_end = now
-            self.loss_history.append(loss.item())
+            loss_value = loss.item()
+            self.loss_history.append(loss_value)
             bar.update()
-            bar.set_postfix(loss=f"{loss.item():.4f}", ex_s=f"{opt.batch_size * self.world_size / duration:.1f}")
+            bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{opt.batch_size * self.world_size / duration:.1f}")
             if self.is_main:
-                record = {"step": self.step, "epoch": self.epoch, "loss": loss.item(),
-                          "lr": self.optimizer.param_groups[0]["lr"]}
+                record = {"step": step, "epoch": self.epoch, "loss": loss_value, "lr": lr}
                 if len(terms) > 1:
                     record["terms"] = {k: float(v.detach()) for k, v in terms.items()}
                 if opt.skip_bad_items:
                     record["skipped_items"] = self.skipped_items
                 self.logger.append_jsonl("train_steps.jsonl", record)
-                early = batch_idx % opt.log_frequency == 0 and self.step < LOG_EVERY_STEP_UNTIL
-                if early or (self.step % LOG_EVERY_STEP_UNTIL == 0 and self.step > 0):
-                    self.log_time(batch_idx, duration, loss.item())
+                early = (batch_idx - 1) % opt.log_frequency == 0 and step < LOG_EVERY_STEP_UNTIL
+                if early or (step % LOG_EVERY_STEP_UNTIL == 0 and step > 0):
+                    self.log_time(batch_idx - 1, duration, loss_value)
                     logs = dict(logs, **{f"terms/{k}": v.detach() for k, v in terms.items()})
-                    self.log("train", inputs, outputs, loss, logs)
-                    self.val()
-            self.method.on_train_step_end(self.step, inputs, outputs)
-            self._reset_optimizer_if_asked()
-            self.step += 1
-            batch_idx += 1
-            self.start_batch = batch_idx
+                    self.log("train", inputs, outputs, loss, logs, step)
+                    self.val(step)
             if opt.state_frequency and self.step % opt.state_frequency == 0:
                 self.save_state()
             if self.done():
                 bar.close()
                 return batch_idx >= len(self.train_loader) + self.train_sampler.start_batch
+            self._stop_if_asked()
         bar.close()
         return True
 
@@ -436,8 +537,8 @@ class Trainer:
             count += 1
         return sums, count
 
-    def val(self):
-        """One validation batch, no gradients (the reference's in-training check)."""
+    def val(self, step):
+        """One validation batch, no gradients (the reference's in-training check), logged at `step`."""
         self.method.eval()
         if self.val_iter is None:
             self.val_iter = iter(self.val_loader)
@@ -449,7 +550,7 @@ class Trainer:
         with torch.no_grad():
             inputs, outputs, loss, terms, logs = self.process_batch(inputs, distributed=False,
                                                                     dataset=self.val_dataset)
-            self.log("val", inputs, outputs, loss, logs)
+            self.log("val", inputs, outputs, loss, logs, step)
         self.method.train()
 
     def validate_epoch(self):
@@ -476,6 +577,8 @@ class Trainer:
                     for k, v in batch_sums.items():
                         sums[k] = sums.get(k, 0.0) + v
                     count += n
+                    if self.stop.requested:  # rank 0 alone validates: the others wait at the barrier
+                        raise KeyboardInterrupt
         finally:
             self.method.train()
             self.method.predict_variants = True
@@ -515,7 +618,7 @@ class Trainer:
         self.logger.console(self.epoch, batch_idx, self.opt.batch_size * self.world_size / duration, loss,
                             elapsed, left)
 
-    def log(self, mode, inputs, outputs, loss, logs):
+    def log(self, mode, inputs, outputs, loss, logs, step):
         scalars = {"loss": loss.detach(), "lr": self.optimizer.param_groups[0]["lr"]}
         if self.opt.skip_bad_items:
             scalars["data/skipped_items"] = self.skipped_items
@@ -526,8 +629,8 @@ class Trainer:
         if "depth_gt" in inputs and depth is not None:
             sums, n = self.depth_metrics(depth, inputs["depth_gt"])
             scalars.update({f"{'de' if k in LOWER_IS_BETTER else 'da'}/{k}": v / n for k, v in sums.items()} if n else {})
-        self.logger.scalars(mode, scalars, self.step)
-        self.logger.images(mode, self.method.images_to_log(inputs, outputs, 4), self.step)
+        self.logger.scalars(mode, scalars, step)
+        self.logger.images(mode, self.method.images_to_log(inputs, outputs, 4), step)
 
     # ------------------------------------------------------------------ weights and state
     def save_model(self, name=None):
@@ -551,6 +654,7 @@ class Trainer:
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "scaler": self.scaler.state_dict(), "rng": checkpoints.rng_state(), "epoch": self.epoch,
                  "step": self.step, "batch_in_epoch": self.start_batch, "best": self.best,
+                 "epoch_end_done": self.epoch_end_done,
                  "nonfinite_in_row": self.nonfinite_in_row, "skipped_items": self.skipped_items,
                  "options": vars(self.opt)}
         return checkpoints.save_state(self.state_dir, state)
@@ -568,6 +672,7 @@ class Trainer:
         checkpoints.set_rng_state(state["rng"])
         self.epoch, self.step, self.start_batch = state["epoch"], state["step"], state["batch_in_epoch"]
         self.best, self.nonfinite_in_row = state["best"], state["nonfinite_in_row"]
+        self.epoch_end_done = state.get("epoch_end_done", False)
         self.skipped_items = state.get("skipped_items", 0)
         self._print(f"-> Resumed from {path}: epoch {self.epoch}, step {self.step}, "
                     f"batch {self.start_batch} of the epoch")
