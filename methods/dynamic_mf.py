@@ -39,6 +39,7 @@ import torch
 from losses import dynamic_mf_total_loss
 from methods import register_method
 from methods.base import Method
+from networks import start_weights_file
 from networks.dynamic_mf import DynamicMultiFrameDepth
 
 SOURCE_FRAMES = (-1, 1)
@@ -133,7 +134,8 @@ class DynamicMultiFrame(Method):
             opt.backbone, pretrained=pretrained, freeze_backbone=freeze,
             height=opt.height, width=opt.width, num_bins=opt.cv_num_bins, inv_range=tuple(opt.cv_inv_depth_range),
             fusion=opt.fusion, align_corners=not opt.reference_align_corners,
-            weights_file=getattr(opt, "imagenet_weights", None), ccf_dim=opt.ccf_dim,
+            weights_file=start_weights_file(opt, {"resnet18": "resnet18", "effnet_b5": "tf_efficientnet_b5"}[opt.backbone]) if pretrained else None,
+            ccf_dim=opt.ccf_dim,
             imagenet_stats=opt.imagenet_stats, cv_patch=opt.cv_patch, cv_match=getattr(opt, "cv_match", "ssim"),
             reference_sampling=getattr(opt, "reference_cv_sampling", False),
             flip_prob=0.5 if getattr(opt, "flip_after_cv", True) else 0.0)

@@ -135,7 +135,8 @@ class ManyDepth(Monodepth2):
         self.models["encoder"] = ResnetEncoderMatching(
             opt.num_layers, opt.weights_init == "pretrained", opt.height, opt.width,
             num_depth_bins=opt.num_depth_bins, depth_binning=opt.depth_binning,
-            weights_file=getattr(opt, "imagenet_weights", None), count_valid_from_mask=not opt.cost_count_nonzero)
+            weights_file=networks.start_weights_file(opt, f"resnet{opt.num_layers}")
+            if opt.weights_init == "pretrained" else None, count_valid_from_mask=not opt.cost_count_nonzero)
         self.models["depth"] = networks.build_depth_decoder(opt, self.models["encoder"].num_ch_enc)
         self.models["mono_encoder"] = networks.build_encoder(opt)
         self.models["mono_depth"] = networks.build_depth_decoder(opt, self.models["mono_encoder"].num_ch_enc)

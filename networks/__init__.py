@@ -11,7 +11,8 @@ from . import bdedepth_encoders, grid_decoder  # noqa: F401
 from . import dynamic_mf, manydepth, mism, msf_decoder  # noqa: F401
 from .pose_decoder import PoseCNN, PoseDecoder  # noqa: F401
 from .registry import (DEPTH_DECODERS, ENCODERS, POSE_NETWORKS, build_depth_decoder, build_encoder,  # noqa: F401
-                       build_pose_networks, register_depth_decoder, register_encoder, register_pose_network)
+                       build_pose_networks, register_depth_decoder, register_encoder, register_pose_network,
+                       start_weights_file)
 from .resnet_encoder import ResnetEncoder, load_imagenet_state_dict  # noqa: F401
 from .timm_encoder import TimmEncoder  # noqa: F401
 

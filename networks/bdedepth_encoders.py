@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .registry import register_encoder
+from .registry import register_encoder, start_weights_file
 from .resnet_encoder import IMAGENET_MEAN, IMAGENET_STD, ResnetEncoder
 
 HRNET_FILE = "HRNet_W18_C_cosinelr_cutmix_300epoch.pth.tar"  # HRNet-Image-Classification's W18-C release
@@ -178,9 +178,9 @@ def _single_image(name, num_input_images):
 def _hrnet18(opt, name, **variant):
     """ImageNet weights (--weights_init pretrained) from --imagenet_weights (the official
     file), else timm's hub weights for hrnet_w18 when they can be fetched."""
-    weights_file = getattr(opt, "imagenet_weights", None)
     if opt.weights_init != "pretrained":
         return HRNet18Encoder(**variant)
+    weights_file = start_weights_file(opt, "hrnet_w18")
     if weights_file:
         return HRNet18Encoder(weights_file=weights_file, **variant)
     print(f"-> {name}: no --imagenet_weights file, trying timm's hub weights for hrnet_w18")
@@ -205,5 +205,6 @@ def hrnet18_raw(opt, num_input_images=1):
 @register_encoder("resnet_context")
 def resnet_context(opt, num_input_images=1):
     _single_image("resnet_context", num_input_images)
-    return ResnetContextEncoder(opt.num_layers, opt.weights_init == "pretrained",
-                                weights_file=getattr(opt, "imagenet_weights", None))
+    pretrained = opt.weights_init == "pretrained"
+    return ResnetContextEncoder(opt.num_layers, pretrained,
+                                weights_file=start_weights_file(opt, f"resnet{opt.num_layers}") if pretrained else None)

@@ -64,7 +64,8 @@ def separate_resnet(opt, depth_encoder_channels, num_pose_frames):
     --imagenet_weights file is a ResNet's only when the depth encoder is one of that depth;
     otherwise (HRNet, timm backbones) the pose ResNet takes torchvision's weights."""
     depth_encoder = getattr(opt, "encoder", "resnet")
-    if depth_encoder not in ("resnet", "resnet_context", f"resnet{opt.num_layers}"):
+    if depth_encoder not in ("resnet", "resnet_context", f"resnet{opt.num_layers}") and \
+            not getattr(opt, "pretrained_encoder", None):  # a --pretrained_encoder folder has a file per family
         opt = argparse.Namespace(**dict(vars(opt), imagenet_weights=None))
     encoder = build_encoder(opt, "resnet", num_input_images=num_pose_frames)
     return {"pose_encoder": encoder, "pose": PoseDecoder(encoder.num_ch_enc, 1, 2)}

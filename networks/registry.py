@@ -8,6 +8,8 @@ so a new backbone or decoder is one decorated factory and no method changes.
 Encoders not registered here are looked up in timm by name (`--encoder convnext_tiny` or
 `--encoder timm:convnext_tiny`), with the channels read from the model's feature_info.
 """
+import os
+
 ENCODERS = {}
 DEPTH_DECODERS = {}
 POSE_NETWORKS = {}
@@ -29,6 +31,23 @@ register_depth_decoder = _register(DEPTH_DECODERS, "depth decoder")
 register_pose_network = _register(POSE_NETWORKS, "pose network")
 
 
+def start_weights_file(opt, family):
+    """The file an encoder of `family` (resnet18, resnet50, hrnet_w18, a timm name) starts from
+    under --weights_init pretrained: FOLDER/<family>.pth when --pretrained_encoder FOLDER is
+    given (a shared start other than ImageNet, such as the one benchmarks/pretrain_encoder.py
+    writes), else --imagenet_weights; None lets the encoder fetch ImageNet weights itself."""
+    folder = getattr(opt, "pretrained_encoder", None)
+    if not folder:
+        return getattr(opt, "imagenet_weights", None)
+    path = os.path.join(os.path.expanduser(folder), f"{family}.pth")
+    if not os.path.isfile(path):
+        held = sorted(f for f in os.listdir(os.path.expanduser(folder)) if f.endswith(".pth"))
+        raise SystemExit(f"--pretrained_encoder {folder}: no {family}.pth for this run's encoders (it holds "
+                         f"{', '.join(held) or 'no .pth file'}); write one with benchmarks/pretrain_encoder.py "
+                         f"--encoders {family}, or drop --pretrained_encoder")
+    return path
+
+
 def build_encoder(opt, name=None, num_input_images=1):
     """Encoder `name` (default --encoder): a registered factory, or a timm backbone by name.
     Output: a list of features from fine to coarse; `num_ch_enc` lists their channels."""
@@ -41,7 +60,7 @@ def build_encoder(opt, name=None, num_input_images=1):
         if num_input_images != 1:
             raise SystemExit(f"--encoder {name}: timm backbones take one image (use a ResNet pose encoder)")
         return TimmEncoder(timm_name, opt.weights_init == "pretrained", (opt.height, opt.width),
-                           weights_file=getattr(opt, "imagenet_weights", None))
+                           weights_file=start_weights_file(opt, timm_name) if opt.weights_init == "pretrained" else None)
     raise SystemExit(f"--encoder {name!r}: not a registered encoder ({', '.join(sorted(ENCODERS))}) "
                      "nor a timm model name (see timm.list_models())")
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torchvision.models as models
 
-from .registry import register_encoder
+from .registry import register_encoder, start_weights_file
 
 RESNETS = {18: models.resnet18, 34: models.resnet34, 50: models.resnet50,
            101: models.resnet101, 152: models.resnet152}
@@ -86,8 +86,10 @@ class ResnetEncoder(nn.Module):
 
 def _resnet_factory(num_layers=None):
     def build(opt, num_input_images=1):
-        return ResnetEncoder(num_layers or opt.num_layers, opt.weights_init == "pretrained", num_input_images,
-                             weights_file=getattr(opt, "imagenet_weights", None))
+        depth = num_layers or opt.num_layers
+        pretrained = opt.weights_init == "pretrained"
+        return ResnetEncoder(depth, pretrained, num_input_images,
+                             weights_file=start_weights_file(opt, f"resnet{depth}") if pretrained else None)
     return build
 
 

@@ -1,0 +1,157 @@
+"""A shared pretrained start for every method: encoder weights in the layout of ImageNet files.
+
+    python benchmarks/pretrain_encoder.py [--out runs/pretrained_synthetic] [--encoders resnet18 hrnet_w18]
+    python benchmarks/pretrain_encoder.py --imagenet [--imagenet_weights R18.pth] [--hrnet_weights H.pth]
+    python train.py --config synthetic_srd --pretrained_encoder runs/pretrained_synthetic
+
+The papers start every encoder from ImageNet weights, which cannot be fetched offline. The
+stand-in: a world written with another seed than the comparison's world (no drive in
+common), a stereo depth network trained on it (configs/synthetic_pretrain.yaml, stereo
+gives it metric scale and needs no pose network), and its encoder kept, renamed to the
+layout of the ImageNet file of its family: `resnet18.pth` (torchvision's names) and
+`hrnet_w18.pth` (timm's). `--pretrained_encoder FOLDER` then starts any method's encoders
+(depth, pose, matching, context) from FOLDER/<family>.pth, as --imagenet_weights would.
+
+With --imagenet the folder holds the real ImageNet weights instead (a local file, or
+torchvision's / timm's hub when online), so the comparison runs unchanged from them.
+
+The result is cached: a family whose file exists with the same recipe in info.json is not
+trained again (--overwrite retrains); a killed pretraining continues (--resume).
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# the pretext network of each family: encoder and decoder options for train.py
+PRETEXT = {
+    "resnet18": ["--encoder", "resnet", "--num_layers", "18", "--depth_decoder", "monodepth2"],
+    "hrnet_w18": ["--encoder", "hrnet18_raw", "--depth_decoder", "msf", "--scales", "0"],
+}
+WORLD_SEED = 1000  # the comparison's worlds use seeds below 100
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default=os.path.join("runs", "pretrained_synthetic"), help="the folder to write")
+    p.add_argument("--encoders", nargs="+", default=["resnet18"], choices=sorted(PRETEXT),
+                   help="families to write")
+    p.add_argument("--world", default="synthetic_pretrain", help="the pretraining world (written if absent)")
+    p.add_argument("--drives", type=int, default=4, help="drives of the pretraining world")
+    p.add_argument("--epochs", type=int, default=10, help="pretraining epochs")
+    p.add_argument("--log_dir", default=os.path.join("runs", "pretrain"), help="where the pretraining runs go")
+    p.add_argument("--overwrite", action="store_true", help="train again even where a file exists")
+    p.add_argument("--imagenet", action="store_true",
+                   help="write the real ImageNet weights instead (files below, or the hubs when online)")
+    p.add_argument("--imagenet_weights", help="with --imagenet: torchvision's resnet18 ImageNet file")
+    p.add_argument("--hrnet_weights", help="with --imagenet: HRNet-W18-C's ImageNet file (official or timm names)")
+    p.add_argument("--no_progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def recipe(args, family):
+    return {"source": "synthetic stereo pretext", "family": family, "preset": "synthetic_pretrain",
+            "pretext_network": PRETEXT[family], "epochs": args.epochs, "world_seed": WORLD_SEED,
+            "world_drives": args.drives}
+
+
+def read_info(out):
+    path = os.path.join(out, "info.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def write_info(out, info):
+    from utils import atomic_write_bytes
+    atomic_write_bytes(os.path.join(out, "info.json"), (json.dumps(info, indent=1) + "\n").encode())
+
+
+def encoder_state(weights_folder, family):
+    """The trained encoder of a weight folder with the names of its family's ImageNet file."""
+    import torch
+    state = torch.load(os.path.join(weights_folder, "encoder.pth"), map_location="cpu", weights_only=True)
+    prefix = "encoder."
+    out = {k[len(prefix):]: v for k, v in state.items() if torch.is_tensor(v) and k.startswith(prefix)}
+    if not out:
+        raise SystemExit(f"{weights_folder}/encoder.pth holds no '{prefix}*' tensors: not a {family} encoder")
+    return out
+
+
+def pretrain(args, family):
+    """Train the pretext network of `family` (or continue it) and return (weight folder, seconds)."""
+    from datasets import synthetic_world as sw
+    if not sw.world_exists(args.world):
+        print(f"-> writing the pretraining world {args.world} (seed {WORLD_SEED}, {args.drives} drives)")
+        sw.generate(sw.Config(out=args.world, drives=args.drives, seed=WORLD_SEED), progress=not args.no_progress)
+    name = f"pretrain_{family}"
+    run = os.path.join(args.log_dir, name)
+    command = [sys.executable, os.path.join(ROOT, "train.py")]
+    if args.overwrite and os.path.isdir(run):
+        shutil.rmtree(run)
+    if os.path.isfile(os.path.join(run, "state", "last.pt")):
+        command += ["--resume", "--log_dir", args.log_dir, "--model_name", name, "--data_path", args.world]
+    else:
+        if os.path.isdir(run):
+            shutil.rmtree(run)  # a pretraining that stopped before its first state: nothing to keep
+        command += ["--config", "synthetic_pretrain", "--data_path", args.world, "--log_dir", args.log_dir,
+                    "--model_name", name, "--num_epochs", str(args.epochs)] + PRETEXT[family]
+    if args.no_progress:
+        command.append("--no_progress")
+    started = time.time()
+    print("-> " + " ".join(command[1:]))
+    subprocess.run(command, check=True, cwd=ROOT)
+    return os.path.join(run, "models", "weights_best"), time.time() - started
+
+
+def imagenet_state(args, family):
+    if family == "resnet18":
+        from networks.resnet_encoder import load_imagenet_state_dict
+        try:
+            return dict(load_imagenet_state_dict(18, args.imagenet_weights)), args.imagenet_weights or "torchvision hub"
+        except (RuntimeError, FileNotFoundError) as e:
+            raise SystemExit(str(e)) from None
+    from networks.bdedepth_encoders import HRNet18Encoder
+    encoder = HRNet18Encoder(weights_file=args.hrnet_weights, hub_pretrained=not args.hrnet_weights,
+                             context_branch=False)
+    return encoder.encoder.state_dict(), args.hrnet_weights or "timm hub"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+    os.makedirs(args.out, exist_ok=True)
+    info = read_info(args.out)
+    for family in args.encoders:
+        path = os.path.join(args.out, f"{family}.pth")
+        if args.imagenet:
+            state, source = imagenet_state(args, family)
+            entry = {"source": "ImageNet", "file": source}
+        else:
+            entry = recipe(args, family)
+            if os.path.isfile(path) and info.get(family, {}).get("recipe") == entry and not args.overwrite:
+                print(f"-> {path}: kept (same recipe; --overwrite trains it again)")
+                continue
+            folder, seconds = pretrain(args, family)
+            state = encoder_state(folder, family)
+            best = os.path.join(os.path.dirname(folder), "best.json")
+            entry = {"recipe": entry, "weights_folder": folder, "seconds": round(seconds),
+                     "validation": json.load(open(best)) if os.path.isfile(best) else None}
+        from utils import atomic_torch_save
+        atomic_torch_save(state, path)
+        info[family] = entry
+        write_info(args.out, info)
+        print(f"-> {path}: {len(state)} tensors ({entry.get('source', 'synthetic stereo pretext')})")
+    print(f"-> start a method from it: python train.py --config PRESET --pretrained_encoder {args.out}")
+
+
+if __name__ == "__main__":
+    main()
