@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 import networks
 from layers import SSIM, disp_to_depth, transformation_from_parameters, warp
-from losses import ReprojectionLoss, masked_silog, masked_ssim_l1, smoothness_loss
+from losses import ReprojectionLoss, automask_after_min, masked_silog, masked_ssim_l1, smoothness_loss
 from methods import register_method
 from methods.base import folder_options, load_state_file
 from methods.monodepth2 import Monodepth2
@@ -307,8 +307,7 @@ class MISMTeacher(MISMBase):
         reprojection = outputs["snet_errors"].min(1, keepdim=True)[0]
         identity = torch.cat([self.reprojection(inputs[("color", f, 0)], inputs[("color", 0, 0)])
                               for f in self.frame_ids[1:]], 1)
-        identity = (identity + torch.randn_like(identity) * 1e-5).min(1, keepdim=True)[0]
-        kept = (reprojection < identity).float()
+        kept = automask_after_min(reprojection, identity)  # noise after the min, ties kept (the released code)
         outputs[("automask", 0)] = kept
         snet = (reprojection * kept).sum() / (kept.sum() + 1e-7)
         snet_smooth = opt.disparity_smoothness * smoothness_loss(outputs[("disp", 0)], inputs[("color", 0, 0)])

@@ -28,6 +28,38 @@ def _opt(method="mism_teacher", *extra):
 
 
 # ----------------------------------------------------------------------------- losses
+def test_stage_one_automask_on_exact_ties(monkeypatch):
+    """SNet's auto-mask in stage 1 is the released code's: the minimum over sources of the
+    identity errors plus one draw per pixel (forced here), a pixel kept where the
+    reprojection error is <= that (a tie keeps it; the loss is the mean over kept pixels).
+    All frames share a black top half: errors exactly 0 there."""
+    torch.manual_seed(0)
+    method = build_method(_opt("mism_teacher", "--snet", "resnet")).train()
+    inputs = fake_batch(method.opt)
+    for key in [k for k in inputs if k[0] in ("color", "color_aug")]:
+        inputs[key][:, :, :inputs[key].shape[2] // 2] = 0
+    outputs = method(inputs)
+    z = torch.randint(-1, 2, (2, 1, 64, 192), generator=torch.Generator().manual_seed(1)).float()
+    shapes = []
+
+    def forced(like, **kwargs):
+        shapes.append(tuple(like.shape))
+        return z.clone()
+
+    monkeypatch.setattr(torch, "randn_like", forced)
+    terms, _ = method.compute_losses(inputs, outputs)
+    monkeypatch.undo()
+    assert shapes == [(2, 1, 64, 192)]
+    target = inputs[("color", 0, 0)]
+    identity = torch.cat([method.reprojection(inputs[("color", f, 0)], target) for f in (-1, 1)], 1)
+    identity = identity.min(1, keepdim=True)[0]
+    r = outputs["snet_errors"].min(1, keepdim=True)[0]
+    keep = (r <= identity + 1e-5 * z).float()
+    assert torch.equal(outputs[("automask", 0)], keep)
+    assert int(((r == identity) & (z == 0)).sum()) > 1000  # exact ties decided by `<=` alone (kept)
+    assert float(terms["reprojection"].detach()) == pytest.approx(float((r * keep).sum() / (keep.sum() + 1e-7)), rel=1e-6)
+
+
 def test_masked_image_loss_regions_and_weights():
     """8.18: reference mode uses only the pixels outside the hole with weight 100 and passes
     gradients to both depths; the default uses the hole's pixels, weight 10, target detached."""
