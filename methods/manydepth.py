@@ -286,8 +286,9 @@ class ManyDepth(Monodepth2):
     def _scale_losses(self, inputs, outputs, scale, multi):
         """(photometric, consistency, smoothness) at one scale. Teacher: min over sources,
         auto-mask (the identity errors' minimum over sources plus fresh noise, ties kept:
-        automask_after_min, as the released code), mean over the kept pixels. Multi-frame: mean of the min over the pixels
-        R = confidence x matching x (1 - augmentation); consistency elsewhere."""
+        automask_after_min, as the released code), mean over the kept pixels. Multi-frame:
+        mean of the min over the pixels R = confidence x matching x (1 - augmentation);
+        consistency elsewhere."""
         prefix = "" if multi else "mono_"
         target = inputs[("color", 0, 0)]
         reprojection = torch.cat([self.reprojection(outputs[(prefix + "color", f, scale)], target)
