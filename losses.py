@@ -40,6 +40,18 @@ def min_reprojection(reprojection_losses, identity_losses=None, avg_reprojection
     return to_optimise, automask
 
 
+def automask_after_min(reprojection, identity_losses):
+    """ManyDepth's and MISM's auto-mask (their released code; Monodepth2's is min_reprojection):
+    reprojection: B x 1 x H x W, the minimum over sources; identity_losses: B x n x H x W.
+    The identity errors are reduced to their minimum over sources first, then one noise draw
+    per pixel (std IDENTITY_NOISE) is added, and a pixel is kept where reprojection <= that
+    value (an exact tie keeps the pixel, as an argmin over [reprojection, identity] does).
+    Returns the kept mask, B x 1 x H x W float."""
+    identity = identity_losses.min(1, keepdim=True)[0]
+    identity = identity + torch.randn_like(identity) * IDENTITY_NOISE
+    return (reprojection <= identity).float()
+
+
 def smoothness_loss(disp, color):
     """Edge-aware smoothness of the mean-normalised disparity."""
     mean_disp = disp.mean(2, True).mean(3, True)

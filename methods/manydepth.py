@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 import networks
 from layers import disp_to_depth, transformation_from_parameters
-from losses import smoothness_loss
+from losses import automask_after_min, smoothness_loss
 from methods import register_method
 from methods.base import load_state_file
 from methods.monodepth2 import Monodepth2
@@ -286,8 +286,10 @@ class ManyDepth(Monodepth2):
     # --------------------------------------------------------------------- losses
     def _scale_losses(self, inputs, outputs, scale, multi):
         """(photometric, consistency, smoothness) at one scale. Teacher: min over sources,
-        auto-mask, mean over the kept pixels. Multi-frame: mean of the min over the pixels
-        R = confidence x matching x (1 - augmentation); consistency elsewhere."""
+        auto-mask (the identity errors' minimum over sources plus fresh noise, ties kept:
+        automask_after_min, as the released code), mean over the kept pixels. Multi-frame:
+        mean of the min over the pixels R = confidence x matching x (1 - augmentation);
+        consistency elsewhere."""
         prefix = "" if multi else "mono_"
         target = inputs[("color", 0, 0)]
         reprojection = torch.cat([self.reprojection(outputs[(prefix + "color", f, scale)], target)
@@ -303,12 +305,10 @@ class ManyDepth(Monodepth2):
         else:
             mask = torch.ones_like(reprojection)
             if not self.opt.disable_automasking:
-                if ("identity_min", 0) not in outputs:
-                    identity = torch.cat([self.reprojection(inputs[("color", f, 0)], target)
-                                          for f in self.frame_ids[1:]], 1)
-                    identity = identity + torch.randn_like(identity) * 1e-5
-                    outputs[("identity_min", 0)] = identity.min(1, keepdim=True)[0]
-                mask = (reprojection <= outputs[("identity_min", 0)]).float()
+                if ("identity_error", 0) not in outputs:  # the same at every scale; noise drawn per scale
+                    outputs[("identity_error", 0)] = torch.cat(
+                        [self.reprojection(inputs[("color", f, 0)], target) for f in self.frame_ids[1:]], 1)
+                mask = automask_after_min(reprojection, outputs[("identity_error", 0)])
                 outputs[("automask", scale)] = mask
         photometric = (reprojection * mask).sum() / (mask.sum() + 1e-7)
         disp = outputs[(prefix + "disp", scale)]

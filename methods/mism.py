@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 import networks
 from layers import SSIM, disp_to_depth, transformation_from_parameters, warp
-from losses import ReprojectionLoss, masked_silog, masked_ssim_l1, smoothness_loss
+from losses import ReprojectionLoss, automask_after_min, masked_silog, masked_ssim_l1, smoothness_loss
 from methods import register_method
 from methods.base import folder_options, load_state_file
 from methods.monodepth2 import Monodepth2
@@ -122,6 +122,7 @@ class MISMBase(Monodepth2):
         super().__init__(opt)  # encoder, depth (the SNet), pose networks, geometry, photometric loss
         self.models["s_encoder"] = self.models.pop("encoder")
         self.models["s_depth"] = self.models.pop("depth")
+        self.drop_resnet_classifiers(SNET_MODELS)
         mnet = self.build_mnet(opt)
         for name in MNET_MODELS:
             self.models[name] = getattr(mnet, name)
@@ -131,12 +132,23 @@ class MISMBase(Monodepth2):
             self.load_weights(os.path.expanduser(opt.mnet_weights_folder), MNET_MODELS, strict=True)
             print(f"-> MNet from {opt.mnet_weights_folder}")
 
+    def drop_resnet_classifiers(self, names):
+        """MISM's ResNets (the pose encoder; SNet with --snet resnet) have no ImageNet
+        classifier, as in the released code, so their weight files hold no `encoder.fc.*`."""
+        for name in names:
+            if isinstance(self.models[name], networks.ResnetEncoder):
+                self.models[name].drop_classifier()
+
     def adapt_weight_file(self, name, state, path):
         """MISM's own s_encoder.pth holds the HRNet's parameters without this encoder's
-        `encoder.` prefix (the official HRNet names): add it."""
+        `encoder.` prefix (the official HRNet names): add it. Folders written while the
+        ResNets kept their unused classifier hold `encoder.fc.*`: dropped."""
         if name.endswith("s_encoder") and state and self.opt.snet == "hrnet" and \
                 not any(k.startswith(("encoder.", "context_")) for k in state):
             state = {"encoder." + k: v for k, v in state.items()}
+        model = self.models[name] if name in self.models else None
+        if isinstance(model, networks.ResnetEncoder) and not hasattr(model.encoder, "fc"):
+            state = {k: v for k, v in state.items() if not k.startswith("encoder.fc.")}
         return state
 
     @staticmethod
@@ -307,8 +319,7 @@ class MISMTeacher(MISMBase):
         reprojection = outputs["snet_errors"].min(1, keepdim=True)[0]
         identity = torch.cat([self.reprojection(inputs[("color", f, 0)], inputs[("color", 0, 0)])
                               for f in self.frame_ids[1:]], 1)
-        identity = (identity + torch.randn_like(identity) * 1e-5).min(1, keepdim=True)[0]
-        kept = (reprojection < identity).float()
+        kept = automask_after_min(reprojection, identity)  # noise after the min, ties kept (the released code)
         outputs[("automask", 0)] = kept
         snet = (reprojection * kept).sum() / (kept.sum() + 1e-7)
         snet_smooth = opt.disparity_smoothness * smoothness_loss(outputs[("disp", 0)], inputs[("color", 0, 0)])
@@ -400,6 +411,7 @@ class MISMStudent(MISMBase):
             teacher_opt, self.models["teacher_s_encoder"].num_ch_enc)
         self.models.update({"teacher_" + k: v for k, v in networks.build_pose_networks(
             teacher_opt, self.models["teacher_s_encoder"].num_ch_enc, 2).items()})
+        self.drop_resnet_classifiers(["teacher_" + n for n in SNET_MODELS])
         if not getattr(opt, "for_inference", False):
             self.load_teacher(opt.teacher_weights_folder)
         self.teacher_names = ["teacher_" + n for n in SNET_MODELS] + list(MNET_MODELS)

@@ -99,7 +99,8 @@ def depth_hypotheses(prior, fac, num, schedule="inverse"):
     if fac.dim() == 2:
         fac = fac[None, None]
     near, far = prior / (1 + fac), prior * (1 + fac)
-    t = torch.linspace(0, 1, num, dtype=prior.dtype, device=prior.device).view(1, num, 1, 1)
+    # k / (D - 1) from an arange, as the released code (linspace differs by an ulp at some k)
+    t = (torch.arange(num, dtype=prior.dtype, device=prior.device) / (num - 1)).view(1, num, 1, 1)
     if schedule == "inverse":
         return 1 / (1 / far + (1 / near - 1 / far) * t)
     if schedule == "linear":

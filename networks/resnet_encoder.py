@@ -73,6 +73,22 @@ class ResnetEncoder(nn.Module):
         # keeps it out of the optimiser and lets DDP reduce every gradient bucket
         self.encoder.fc.requires_grad_(False)
 
+    def drop_classifier(self):
+        """Delete the unused ImageNet classifier (fc, 513,000 parameters for ResNet-18) and its
+        pooling, for methods whose reference weight files hold neither (MISM's code deletes
+        them). Called after construction, so the random draws of the initialisation (and of
+        every network built after it) stay those of an encoder with fc. Returns self."""
+        del self.encoder.fc
+        del self.encoder.avgpool
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # without the classifier, state dicts saved with it (encoder.fc.*) still load: ignored
+        if not hasattr(self.encoder, "fc"):
+            for key in ("encoder.fc.weight", "encoder.fc.bias"):
+                state_dict.pop(prefix + key, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, input_image):
         x = (input_image - IMAGENET_MEAN) / IMAGENET_STD
         e = self.encoder

@@ -118,6 +118,43 @@ def test_multi_frame_loss_terms_at_one_scale():
     assert float(terms["consistency"]) == pytest.approx(float(consistency), rel=1e-5)
 
 
+def test_teacher_automask_on_exact_ties(monkeypatch):
+    """The teacher's auto-mask at every scale is the released code's: the minimum over sources
+    of the identity errors plus one fresh draw per pixel and scale (forced here), a pixel
+    kept where the reprojection error is <= that (a tie keeps it). All frames share a black
+    top half, so identity and reprojection errors are exactly 0 there."""
+    torch.manual_seed(0)
+    opt = _opt()
+    method = build_method(opt).train()
+    inputs = fake_batch(opt)
+    for key in [k for k in inputs if k[0] in ("color", "color_aug")]:
+        inputs[key][:, :, :inputs[key].shape[2] // 2] = 0
+    outputs = method(inputs)
+    g, draws = torch.Generator().manual_seed(1), []
+
+    def forced(like, **kwargs):
+        draws.append(torch.randint(-1, 2, like.shape, generator=g).to(like.dtype))
+        return draws[-1]
+
+    monkeypatch.setattr(torch, "randn_like", forced)
+    terms, _ = method.compute_losses(inputs, outputs)
+    monkeypatch.undo()
+    assert [tuple(z.shape) for z in draws] == [(2, 1, 64, 192)] * len(opt.scales)
+    target = inputs[("color", 0, 0)]
+    identity = torch.cat([method.reprojection(inputs[("color", f, 0)], target) for f in (-1, 1)], 1)
+    identity = identity.min(1, keepdim=True)[0]
+    expected, ties_at_zero_draw = 0, 0
+    for scale, z in zip(opt.scales, draws):
+        r = torch.cat([method.reprojection(outputs[("mono_color", f, scale)], target) for f in (-1, 1)], 1)
+        r = r.min(1, keepdim=True)[0]
+        keep = (r <= identity + 1e-5 * z).float()
+        assert torch.equal(outputs[("automask", scale)], keep)
+        ties_at_zero_draw += int(((r == identity) & (z == 0)).sum())
+        expected = expected + (r * keep).sum() / (keep.sum() + 1e-7) / len(opt.scales)
+    assert ties_at_zero_draw > 1000  # exact ties decided by `<=` alone (kept)
+    assert float(terms["teacher_reprojection"].detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+
+
 def _snapshot(method):
     state = {f"{n}.{k}": v.clone() for n in TEACHER for k, v in method.models[n].state_dict().items()}
     enc = method.models["encoder"]

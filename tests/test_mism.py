@@ -28,6 +28,38 @@ def _opt(method="mism_teacher", *extra):
 
 
 # ----------------------------------------------------------------------------- losses
+def test_stage_one_automask_on_exact_ties(monkeypatch):
+    """SNet's auto-mask in stage 1 is the released code's: the minimum over sources of the
+    identity errors plus one draw per pixel (forced here), a pixel kept where the
+    reprojection error is <= that (a tie keeps it; the loss is the mean over kept pixels).
+    All frames share a black top half: errors exactly 0 there."""
+    torch.manual_seed(0)
+    method = build_method(_opt("mism_teacher", "--snet", "resnet")).train()
+    inputs = fake_batch(method.opt)
+    for key in [k for k in inputs if k[0] in ("color", "color_aug")]:
+        inputs[key][:, :, :inputs[key].shape[2] // 2] = 0
+    outputs = method(inputs)
+    z = torch.randint(-1, 2, (2, 1, 64, 192), generator=torch.Generator().manual_seed(1)).float()
+    shapes = []
+
+    def forced(like, **kwargs):
+        shapes.append(tuple(like.shape))
+        return z.clone()
+
+    monkeypatch.setattr(torch, "randn_like", forced)
+    terms, _ = method.compute_losses(inputs, outputs)
+    monkeypatch.undo()
+    assert shapes == [(2, 1, 64, 192)]
+    target = inputs[("color", 0, 0)]
+    identity = torch.cat([method.reprojection(inputs[("color", f, 0)], target) for f in (-1, 1)], 1)
+    identity = identity.min(1, keepdim=True)[0]
+    r = outputs["snet_errors"].detach().min(1, keepdim=True)[0]
+    keep = (r <= identity + 1e-5 * z).float()
+    assert torch.equal(outputs[("automask", 0)], keep)
+    assert int(((r == identity) & (z == 0)).sum()) > 1000  # exact ties decided by `<=` alone (kept)
+    assert float(terms["reprojection"].detach()) == pytest.approx(float((r * keep).sum() / (keep.sum() + 1e-7)), rel=1e-6)
+
+
 def test_masked_image_loss_regions_and_weights():
     """8.18: reference mode uses only the pixels outside the hole with weight 100 and passes
     gradients to both depths; the default uses the hole's pixels, weight 10, target detached."""
@@ -369,6 +401,47 @@ def _teacher_folder(tmp_path, *extra):
     teacher.save_weights(str(tmp_path), {"height": 64, "width": 192, "use_stereo": False})
     (tmp_path / "opt.json").write_text(json.dumps({**vars(teacher.opt)}))
     return teacher
+
+
+def test_resnets_have_no_classifier_and_folders_with_it_still_load(tmp_path):
+    """MISM's ResNets (the pose encoder; SNet with --snet resnet) hold no ImageNet classifier,
+    as the released code: ResNet-18's parameters less fc's 513,000 (the pose encoder's conv1
+    takes two frames). Weight folders and training states written with `encoder.fc.*` still
+    load, with the same predictions, in both stages."""
+    import torchvision
+    new, old = tmp_path / "new", tmp_path / "old"
+    teacher = _teacher_folder(new, "--snet", "resnet")
+    full = torchvision.models.resnet18()
+    fc = sum(p.numel() for p in full.fc.parameters())
+    plain = sum(p.numel() for p in full.parameters()) - fc
+    assert fc == 513000
+    counts = {n: sum(p.numel() for p in teacher.models[n].parameters()) for n in ("s_encoder", "pose_encoder")}
+    assert counts == {"s_encoder": plain, "pose_encoder": plain + 64 * 3 * 7 * 7}
+    for n in ("s_encoder", "pose_encoder"):
+        assert not any(k.startswith("encoder.fc.") for k in teacher.models[n].state_dict())
+        assert not any(k.startswith("encoder.fc.") for k in torch.load(new / f"{n}.pth", weights_only=True))
+    # an older folder: the same tensors plus a classifier in both ResNets' files
+    shutil.copytree(new, old)
+    classifier = {"encoder.fc.weight": torch.randn(1000, 512), "encoder.fc.bias": torch.randn(1000)}
+    for n in ("s_encoder", "pose_encoder"):
+        torch.save({**torch.load(old / f"{n}.pth", weights_only=True), **classifier}, old / f"{n}.pth")
+    loaded = load_for_inference(str(old))
+    torch.manual_seed(0)
+    inputs = fake_batch(teacher.opt)
+    with torch.no_grad():
+        assert torch.equal(teacher.predict(inputs)["depth"], loaded.predict(inputs)["depth"])
+    # a training state (resume) with the classifiers loads strictly
+    state = teacher.state_dict()
+    state.update({f"models.{n}.{k}": v for n in ("s_encoder", "pose_encoder") for k, v in classifier.items()})
+    assert not loaded.load_state_dict(state).unexpected_keys
+    with torch.no_grad():
+        assert torch.equal(teacher.predict(inputs)["depth"], loaded.predict(inputs)["depth"])
+    # stage 2 takes the older folder as its teacher
+    student = build_method(_opt("mism_student", "--snet", "resnet", "--teacher_weights_folder", str(old)))
+    for n in ("s_encoder", "pose_encoder"):
+        mine, theirs = student.models["teacher_" + n].state_dict(), teacher.models[n].state_dict()
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert not any(k.startswith("encoder.fc.") for k in student.models["pose_encoder"].state_dict())
 
 
 def test_student_ssim_distillation_term(tmp_path):

@@ -44,6 +44,23 @@ def test_inverse_hypotheses_for_prior_10_and_f_1_go_from_20_to_5_with_a_constant
     assert torch.allclose(steps, torch.tensor((1 / 5 - 1 / 20) / 15, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("D", [8, 16, 24, 32, 64])
+def test_hypotheses_are_bit_equal_to_the_arange_construction(D):
+    """The released code's hypotheses: t_k = arange(D)[k] / (D - 1) (not linspace, which
+    differs by an ulp at some k), inverse: 1 / (1/far + (1/near - 1/far) t_k), linear:
+    near + (far - near) t_k, near = d_p / (1 + F), far = d_p (1 + F); float32, bit for bit."""
+    g = torch.Generator().manual_seed(D)
+    prior = 1 + 79 * torch.rand(2, 1, 6, 20, generator=g)
+    fac = 0.2 + 2 * torch.rand(6, 20, generator=g)  # PADS' per-pixel F
+    t = (torch.arange(D, dtype=torch.float32) / (D - 1)).view(1, D, 1, 1)
+    near, far = prior / (1 + fac), prior * (1 + fac)
+    assert torch.equal(mism.hypotheses(prior, fac, D), 1 / (1 / far + (1 / near - 1 / far) * t))
+    assert torch.equal(mism.hypotheses(prior, fac, D, "linear"), near + (far - near) * t)
+    assert torch.equal(mism.hypotheses(prior, 1.0, D), 1 / (1 / (prior * 2) + (1 / (prior / 2) - 1 / (prior * 2)) * t))
+    # linspace's t differs at some k for each of these D: the comparison above can tell them apart
+    assert not torch.equal(torch.linspace(0, 1, D).view(1, D, 1, 1), t)
+
+
 def test_linear_and_log_hypotheses_span_the_same_range_nearest_first_and_f_may_be_a_map():
     prior = torch.full((1, 1, 2, 2), 10.0, dtype=torch.float64)
     lin = mism.hypotheses(prior, 1.0, 8, "linear")
