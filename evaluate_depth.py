@@ -302,6 +302,8 @@ def evaluate(args):
                              "would need mirrored too; evaluate without it")
         print(f"-> {type(method).__name__} from {args.load_weights_folder}, predicting at "
               f"{method.opt.width}x{method.opt.height}")
+        for test_set in test_sets:  # e.g. the crop and ground-truth placement it was trained with
+            test_set.use_dataset_options(type(method).dataset_options(method.opt))
     if all(getattr(t.protocol, "median_scaling", True) is False for t in test_sets) and \
             not (args.eval_mono or args.eval_stereo):
         pass  # metric test sets only: neither flag is needed

@@ -19,8 +19,10 @@ poses from files (DVSO's, or KITTI's), so it has no pose network:
   one), and on the moving-object pixels with --eval_dynamic.
 
 Differences from the released code, with switches where results change: align_corners=True
-with the (W-1) normalisation (`--reference_align_corners`), the ground truth placed with
-pixel centres and the nearest point winning collisions (`--reference_scatter`), VNL with
+with the (W-1) normalisation (`--reference_align_corners`), frames cropped at the float
+centred offset in one resize (`--reference_crop`: the released integer box, cut then
+resized), the ground truth placed with pixel centres in the float box and the nearest point
+winning collisions (`--reference_scatter`, also the evaluation's placement), VNL with
 each sample's own intrinsics, EfficientNet-B5 with its own (Inception) statistics
 (`--imagenet_stats`), validation on held-out keyframes of the training sequences (the
 reference validated on the test sequences and kept the checkpoint of lowest training error).
@@ -85,15 +87,20 @@ class DynamicMultiFrame(Method):
                        help="the released code's cost-volume warp: samples outside a source are mid-grey (not "
                             "black) and a lookup is valid wherever the warped border mask is non-zero (not >= 0.5)")
         g.add_argument("--reference_scatter", action="store_true",
-                       help="the released code's ground-truth placement (no pixel centring, last point wins)")
+                       help="the released code's ground-truth placement (its integer crop box, no pixel centring, "
+                            "last point wins); evaluate_depth.py scores such a folder on that placement too")
+        g.add_argument("--reference_crop", action="store_true",
+                       help="frames cut at the released code's integer box (floor of the centred offset, e.g. "
+                            "244 .. 997 of a 1241-px frame, 753 px) and then resized, instead of the float box "
+                            "(244.5, 752 px) resized in one step; K stays the float crop's, as in the released code")
         g.add_argument("--reference_vnl_intrinsics", action="store_true",
                        help="VNL with batch item 0's focal length and the image centre (the released code)")
         g.add_argument("--imagenet_stats", action="store_true",
                        help="EfficientNet-B5 with ImageNet mean/std (the released code) instead of its own")
         g.add_argument("--ref_compat", action="store_true",
                        help="all of the released code's behaviours at once: --reference_align_corners "
-                            "--reference_cv_sampling --reference_scatter --reference_vnl_intrinsics "
-                            "--imagenet_stats")
+                            "--reference_cv_sampling --reference_scatter --reference_crop "
+                            "--reference_vnl_intrinsics --imagenet_stats")
         g.add_argument("--eval_branch", choices=["multi", "mono"], default="multi",
                        help="inference: the multi-frame output or the mono branch's as the main output")
         parser.set_defaults(dataset="kitti_odom_mf", height=256, width=512, frame_ids=[0, -1, 1], scales=[0],
@@ -114,7 +121,7 @@ class DynamicMultiFrame(Method):
             raise SystemExit(f"--height {opt.height} --width {opt.width}: multiples of 16")
         if opt.ref_compat:
             opt.reference_align_corners = opt.reference_scatter = opt.reference_vnl_intrinsics = True
-            opt.reference_cv_sampling = True
+            opt.reference_cv_sampling = opt.reference_crop = True
             opt.imagenet_stats = True
         if opt.cv_patch < 1 or opt.cv_patch % 2 == 0:
             raise SystemExit(f"--cv_patch {opt.cv_patch}: an odd window (1, 3, 5, ...)")
@@ -122,7 +129,7 @@ class DynamicMultiFrame(Method):
     @classmethod
     def dataset_options(cls, opt):
         return {"pose_source": opt.pose_source, "reference_scatter": opt.reference_scatter,
-                "allow_missing_masks": True}
+                "reference_crop": getattr(opt, "reference_crop", False), "allow_missing_masks": True}
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -197,6 +204,7 @@ class DynamicMultiFrame(Method):
                              "(ODOM/sequences/NN with image_2/ and calib.txt, its poses in ODOM/poses_dvso/NN.txt), "
                              "since it needs frames -1 and +1 and their poses")
         test_set = KittiOdomMultiFrame(os.path.dirname(sequences), [seq], self.opt.pose_source)
+        test_set.use_dataset_options(self.dataset_options(self.opt))  # the crop it was trained with
         if not test_set.filenames:
             raise SystemExit(f"--image_path {path}: no keyframes (a sequence needs more than 10 frames)")
         return PathItems(test_set.dataset(self.opt.height, self.opt.width, self.inference_frames))
@@ -228,7 +236,8 @@ class PathItems(torch.utils.data.Dataset):
         folder, frame = self.dataset.filenames[index].split()[:2]
         item["path"] = self.dataset.get_image_path(folder, int(frame), "l")
         crop = self.dataset.geometry(folder)
-        item["output_size"] = torch.tensor([round(crop.crop_width), crop.native_height])
+        left, _, right, _ = crop.box
+        item["output_size"] = torch.tensor([round(right - left), crop.native_height])
         return item
 
 

@@ -1,0 +1,156 @@
+"""The dynamic-scene method's switches for the released code's behaviours, each against that
+behaviour recomputed here: the integer crop box of the frames (--reference_crop) and of the
+ground-truth placement (--reference_scatter), evaluation on that placement, the loss pooled
+over the processes of a DDP run (--pool_loss_across_processes) and the TF32 switch."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets.kitti_odom_mf import CropGeometry, KITTIOdomMultiFrameDataset, odometry_split_lines
+from evaluation.kitti_odom import KITTI_ODOM, KittiOdomMultiFrame
+from methods.dynamic_mf import DynamicMultiFrame
+from options import MonodepthOptions
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+H0, W0 = 376, 1241  # KITTI odometry 00-02
+P2 = np.array([[718.856, 0, 607.1928, 45.38225], [0, 718.856, 185.2157, -0.1130887], [0, 0, 1, 0.003779761]])
+
+
+def odd_width_tree(root, gt_points=()):
+    """An odometry tree of one sequence of 11 frames at 1241 x 376 (keyframe 5 only): every
+    frame the same smooth random image, P2 of 2011_10_03, identity poses, and the keyframe's
+    ground truth holding `gt_points` ((row, col, metres), ...)."""
+    seq = os.path.join(root, "sequences", "00")
+    os.makedirs(os.path.join(seq, "image_2"))
+    os.makedirs(os.path.join(seq, "image_depth_annotated"))
+    os.makedirs(os.path.join(root, "poses_dvso"))
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (H0 // 8, W0 // 8, 3)).astype(np.uint8)
+    image = cv2.resize(coarse, (W0, H0), interpolation=cv2.INTER_CUBIC)  # structure at every scale
+    image = np.clip(image.astype(np.int16) + rng.integers(-20, 21, image.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(image).save(os.path.join(seq, "image_2", "000000.png"))
+    for k in range(1, 11):
+        os.symlink("000000.png", os.path.join(seq, "image_2", f"{k:06d}.png"))
+    with open(os.path.join(seq, "calib.txt"), "w") as f:
+        f.write("P2: " + " ".join(f"{v:.12e}" for v in P2.reshape(-1)) + "\n")
+    np.savetxt(os.path.join(seq, "times.txt"), np.arange(11) * 0.1)
+    np.savetxt(os.path.join(root, "poses_dvso", "00.txt"), np.tile(np.eye(4)[:3].reshape(1, 12), (11, 1)))
+    png = np.zeros((H0, W0), np.uint16)
+    for r, c, metres in gt_points:
+        png[r, c] = round(metres * 256)
+    cv2.imwrite(os.path.join(seq, "image_depth_annotated", "000005.png"), png)
+    return image
+
+
+def odd_width_item(root, **kwargs):
+    dataset = KITTIOdomMultiFrameDataset(root, odometry_split_lines(root, ["00"]), 256, 512, [0, -1, 1], 1,
+                                         load_masks=False, **kwargs)
+    return dataset[0]
+
+
+def released_box(width, height, out_h=256, out_w=512):
+    """The released code's crop box of a wider-than-1:2 frame, in its own steps."""
+    new_width = height / (out_h / out_w)
+    left = (width - new_width) // 2
+    return left, 0, width - left, height
+
+
+# --- item 11: the crop of the frames
+def test_reference_crop_cuts_the_integer_box_then_resizes_and_keeps_the_float_k(tmp_path):
+    image = odd_width_tree(str(tmp_path))
+    box = released_box(W0, H0)
+    assert box == (244, 0, 997, 376) and box[2] - box[0] == 753  # 752 px wide at the float offset 244.5
+    expected = np.asarray(Image.fromarray(image).crop(box).resize((512, 256), Image.BILINEAR), np.float32) / 255
+    ours = odd_width_item(str(tmp_path))
+    ref = odd_width_item(str(tmp_path), reference_crop=True)
+    for f in (0, -1, 1):
+        np.testing.assert_array_equal(ref[("color", f, 0)].permute(1, 2, 0).numpy(), expected)
+    float_box = np.asarray(Image.fromarray(image).resize((512, 256), Image.BILINEAR, box=(244.5, 0, 996.5, 376)),
+                           np.float32) / 255
+    np.testing.assert_array_equal(ours[("color", 0, 0)].permute(1, 2, 0).numpy(), float_box)
+    differ = (np.abs(float_box - expected).max(-1) > 0).mean()
+    assert differ > 0.3  # the two crops are half a native pixel apart (57 % of real KITTI pixels)
+    # K: the released code's float crop (offset 244.5, 752 px), for both crops
+    s = 256 / H0
+    K = [s * P2[0, 0], s * P2[1, 1], s * (P2[0, 2] - (W0 - 2 * H0) / 2), s * P2[1, 2]]
+    for item in (ours, ref):
+        k = item[("K", 0)].double().numpy()
+        np.testing.assert_allclose([k[0, 0], k[1, 1], k[0, 2], k[1, 2]], K, rtol=1e-6)
+    # sizes where the float offset is whole: one crop
+    for width, height in ((1242, 375), (1226, 370)):
+        g = CropGeometry(height, width, 256, 512, reference_box=True)
+        assert g.box == tuple(int(v) for v in released_box(width, height)) and g.box[0] == g.offset
+
+
+def test_ref_compat_and_imported_folders_turn_on_the_reference_crop(tmp_path):
+    opt = MonodepthOptions().parse(["--config", "dynamic_mf_resnet18_256x512", "--ref_compat"])
+    assert opt.reference_crop and opt.reference_scatter
+    options = DynamicMultiFrame.dataset_options(opt)
+    assert options["reference_crop"] and options["reference_scatter"]
+    plain = MonodepthOptions().parse(["--config", "dynamic_mf_resnet18_256x512"])
+    assert not plain.reference_crop and not DynamicMultiFrame.dataset_options(plain)["reference_crop"]
+    from methods.dynamic_mf import reference_options
+    assert reference_options("resnet18").reference_crop  # import_reference_weights.py's opt.json
+
+
+# --- item 12: the ground-truth placement
+def test_reference_scatter_places_gt_in_the_integer_box(tmp_path):
+    # (row, col, metres): col 244 is inside the integer box only; cols 990 and 700 land on
+    # different columns in the two boxes; col 997 is outside both
+    points = [(100, 244, 10.0), (200, 990, 20.0), (300, 700, 30.0), (50, 997, 40.0)]
+    odd_width_tree(str(tmp_path), points)
+    ref = odd_width_item(str(tmp_path), reference_scatter=True)["depth_gt"][0].numpy()
+    expected = np.zeros((256, 512), np.float32)
+    for r, c, metres in points:
+        if 244 <= c < 997:
+            expected[round(r / 376 * 256), round(min((c - 244) / 753 * 512, 511))] = metres
+    np.testing.assert_array_equal(ref, expected)
+    assert expected[68, 0] == 10 and expected[136, 507] == 20 and expected[204, 310] == 30
+    # the float offset would have dropped col 244 and put col 990 at round(745.5 s) = 508
+    assert round((990 - 244.5) * 256 / 376) == 508
+    # ours: pixel centres in the float box (col 244's centre 244.5 is its left edge; 997 is outside)
+    ours = odd_width_item(str(tmp_path))["depth_gt"][0].numpy()
+    s = 256 / 376
+    assert ours[int(100.5 * s), 0] == 10 and ours[int(200.5 * s), int((990.5 - 244.5) * s)] == 20
+    assert int((990.5 - 244.5) * s) == 507 and (ours > 0).sum() == 3
+
+
+def test_evaluation_scores_a_ref_compat_folder_on_the_reference_placement(world, tmp_path):
+    """evaluate_depth.py gives the test set the folder's dataset options: a --ref_compat
+    folder is scored on the released code's ground-truth placement (and fed its crop)."""
+    import evaluate_depth
+    from methods import build_method
+    from training.checkpoints import options_json
+    opt = MonodepthOptions().parse(["--method", "dynamic_mf", "--height", "64", "--width", "128",
+                                    "--weights_init", "scratch", "--ref_compat"])
+    torch.manual_seed(0)
+    folder = tmp_path / "w"
+    build_method(opt).save_weights(str(folder), {"height": 64, "width": 128, "use_stereo": False})
+    (folder / "opt.json").write_bytes(options_json(opt))
+    root = os.path.join(world.out, "odometry")
+    result = evaluate_depth.evaluate(evaluate_depth.parse_args([
+        "--load_weights_folder", str(folder), "--odom_path", root, "--odom_test_seqs", "01", "--num_workers", "0",
+        "--save_pred_disps", "--eval_out_dir", str(tmp_path)]))
+    multi = next(r for r in result if r.get("output") == "multi")
+    disps = np.load(tmp_path / "disps_kitti_odom_mf_split.npy")
+    scores = {}
+    for reference in (False, True):
+        test_set = KittiOdomMultiFrame(root, ["01"], reference_scatter=reference)
+        test_set.height, test_set.width = 64, 128
+        scores[reference] = KITTI_ODOM.evaluate(disps, test_set.ground_truth())[0]["abs_rel"]
+    assert multi["abs_rel"] == pytest.approx(scores[True], rel=1e-9)
+    assert abs(scores[True] - scores[False]) > 1e-6 * scores[True]
+    # saved predictions (--ext_disp_to_eval) are scored at the protocol's 256 x 512; the
+    # placement is asked for by name
+    for flags, reference in (([], False), (["--odom_reference_scatter"], True)):
+        external = evaluate_depth.evaluate(evaluate_depth.parse_args([
+            "--ext_disp_to_eval", str(tmp_path / "disps_kitti_odom_mf_split.npy"), "--odom_path", root,
+            "--odom_test_seqs", "01", *flags]))
+        expected = KITTI_ODOM.evaluate(disps, KittiOdomMultiFrame(root, ["01"], reference_scatter=reference)
+                                       .ground_truth())[0]["abs_rel"]
+        assert external["abs_rel"] == pytest.approx(expected, rel=1e-9)
