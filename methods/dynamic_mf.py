@@ -100,7 +100,7 @@ class DynamicMultiFrame(Method):
         g.add_argument("--ref_compat", action="store_true",
                        help="all of the released code's behaviours at once: --reference_align_corners "
                             "--reference_cv_sampling --reference_scatter --reference_crop "
-                            "--reference_vnl_intrinsics --imagenet_stats")
+                            "--reference_vnl_intrinsics --imagenet_stats, and --allow_tf32 off")
         g.add_argument("--eval_branch", choices=["multi", "mono"], default="multi",
                        help="inference: the multi-frame output or the mono branch's as the main output")
         parser.set_defaults(dataset="kitti_odom_mf", height=256, width=512, frame_ids=[0, -1, 1], scales=[0],
@@ -123,6 +123,7 @@ class DynamicMultiFrame(Method):
             opt.reference_align_corners = opt.reference_scatter = opt.reference_vnl_intrinsics = True
             opt.reference_cv_sampling = opt.reference_crop = True
             opt.imagenet_stats = True
+            opt.allow_tf32 = "off"  # the released train.py and evaluate.py turn TF32 off
         if opt.cv_patch < 1 or opt.cv_patch % 2 == 0:
             raise SystemExit(f"--cv_patch {opt.cv_patch}: an odd window (1, 3, 5, ...)")
 

@@ -120,9 +120,10 @@ def test_reference_scatter_places_gt_in_the_integer_box(tmp_path):
     assert int((990.5 - 244.5) * s) == 507 and (ours > 0).sum() == 3
 
 
-def test_evaluation_scores_a_ref_compat_folder_on_the_reference_placement(world, tmp_path):
+def test_evaluation_scores_a_ref_compat_folder_on_the_reference_placement(world, tmp_path, tf32_flags):
     """evaluate_depth.py gives the test set the folder's dataset options: a --ref_compat
-    folder is scored on the released code's ground-truth placement (and fed its crop)."""
+    folder is scored on the released code's ground-truth placement (and fed its crop), with
+    TF32 off (the folder's --allow_tf32)."""
     import evaluate_depth
     from methods import build_method
     from training.checkpoints import options_json
@@ -133,9 +134,11 @@ def test_evaluation_scores_a_ref_compat_folder_on_the_reference_placement(world,
     build_method(opt).save_weights(str(folder), {"height": 64, "width": 128, "use_stereo": False})
     (folder / "opt.json").write_bytes(options_json(opt))
     root = os.path.join(world.out, "odometry")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     result = evaluate_depth.evaluate(evaluate_depth.parse_args([
         "--load_weights_folder", str(folder), "--odom_path", root, "--odom_test_seqs", "01", "--num_workers", "0",
         "--save_pred_disps", "--eval_out_dir", str(tmp_path)]))
+    assert tf32() == (False, False)
     multi = next(r for r in result if r.get("output") == "multi")
     disps = np.load(tmp_path / "disps_kitti_odom_mf_split.npy")
     scores = {}
@@ -154,3 +157,53 @@ def test_evaluation_scores_a_ref_compat_folder_on_the_reference_placement(world,
         expected = KITTI_ODOM.evaluate(disps, KittiOdomMultiFrame(root, ["01"], reference_scatter=reference)
                                        .ground_truth())[0]["abs_rel"]
         assert external["abs_rel"] == pytest.approx(expected, rel=1e-9)
+
+
+# --- item 14: TF32
+@pytest.fixture
+def tf32_flags():
+    """Restores both TF32 flags after the test."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def tf32():
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def test_allow_tf32_sets_both_flags_and_pytorch_leaves_them(tf32_flags):
+    from utils import set_tf32
+    set_tf32("off")
+    assert tf32() == (False, False)
+    set_tf32("on")
+    assert tf32() == (True, True)
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+    set_tf32("pytorch")
+    set_tf32(None)
+    assert tf32() == (False, True)
+    set_tf32(False)  # a preset's bare YAML off
+    assert tf32() == (False, False)
+    with pytest.raises(ValueError, match="allow_tf32"):
+        set_tf32("maybe")
+
+
+def test_ref_compat_and_the_presets_resolve_tf32_off():
+    parse = MonodepthOptions().parse
+    assert parse(["--method", "dynamic_mf"]).allow_tf32 == "pytorch"  # the default leaves PyTorch's
+    assert parse(["--method", "dynamic_mf", "--ref_compat"]).allow_tf32 == "off"
+    assert parse(["--method", "dynamic_mf", "--ref_compat", "--allow_tf32", "on"]).allow_tf32 == "off"
+    for preset in ("dynamic_mf_resnet18_256x512", "dynamic_mf_effnetb5_256x512", "synthetic_dynamic_mf"):
+        assert parse(["--config", preset]).allow_tf32 == "off"
+        assert parse(["--config", preset, "--allow_tf32", "on"]).allow_tf32 == "on"
+    assert parse(["--config", "synthetic_mono"]).allow_tf32 == "pytorch"
+
+
+def test_trainer_applies_allow_tf32(world, tmp_path, tf32_flags):
+    from trainer import Trainer
+    from tests.test_dynamic_mf import _train_args
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    Trainer(MonodepthOptions().parse(_train_args(world, tmp_path / "off")))  # the preset: off
+    assert tf32() == (False, False)
+    Trainer(MonodepthOptions().parse(_train_args(world, tmp_path / "on", "--allow_tf32", "on")))
+    assert tf32() == (True, True)
