@@ -11,7 +11,8 @@ poses from files (DVSO's, or KITTI's), so it has no pose network:
   depth and mono modules on a ResNet-18 (frozen by default) or EfficientNet-B5 backbone
   (networks/dynamic_mf.py; datasets/kitti_odom_mf.py for the data);
 - loss: 4 x SILog + 1 x virtual normal, at 4 scales, for the multi-frame and the mono
-  branch (16 terms);
+  branch (16 terms); under DDP with --pool_loss_across_processes one loss over the batch of
+  all processes, as the released code's DataParallel scored its gathered batch;
 - training-time flips happen inside the model after the cost volume, so poses are never
   mirrored;
 - evaluation is metric (the odometry protocol: GT in (0, 80], no median scaling, no crop),
@@ -38,7 +39,7 @@ import types
 
 import torch
 
-from losses import dynamic_mf_total_loss
+from losses import dynamic_mf_global_loss, dynamic_mf_total_loss
 from methods import register_method
 from methods.base import Method
 from networks.dynamic_mf import DynamicMultiFrameDepth
@@ -78,6 +79,11 @@ class DynamicMultiFrame(Method):
         g.add_argument("--silog_weight", type=float, default=4.0, help="weight of each SILog term")
         g.add_argument("--vnl_weight", type=float, default=1.0, help="weight of each virtual-normal term")
         g.add_argument("--vnl_sample_ratio", type=float, default=0.15, help="VNL: triplets per pixel")
+        g.add_argument("--pool_loss_across_processes", action="store_true",
+                       help="under DDP (torchrun), one SILog + VNL loss over the batch of all processes (their "
+                            "predictions and ground truth all-gathered, with gradients), as the released code's "
+                            "DataParallel scored its gathered batch of 8; without it each process scores its own "
+                            "samples and DDP averages the gradients. No effect in one process")
         g.add_argument("--pose_source", choices=["dvso", "kitti_gt"], default="dvso",
                        help="poses_dvso/NN.txt (MonoRec's DVSO poses) or poses/NN.txt (KITTI's)")
         g.add_argument("--reference_align_corners", action="store_true",
@@ -100,7 +106,8 @@ class DynamicMultiFrame(Method):
         g.add_argument("--ref_compat", action="store_true",
                        help="all of the released code's behaviours at once: --reference_align_corners "
                             "--reference_cv_sampling --reference_scatter --reference_crop "
-                            "--reference_vnl_intrinsics --imagenet_stats, and --allow_tf32 off")
+                            "--reference_vnl_intrinsics --imagenet_stats --pool_loss_across_processes, and "
+                            "--allow_tf32 off")
         g.add_argument("--eval_branch", choices=["multi", "mono"], default="multi",
                        help="inference: the multi-frame output or the mono branch's as the main output")
         parser.set_defaults(dataset="kitti_odom_mf", height=256, width=512, frame_ids=[0, -1, 1], scales=[0],
@@ -124,6 +131,7 @@ class DynamicMultiFrame(Method):
             opt.reference_cv_sampling = opt.reference_crop = True
             opt.imagenet_stats = True
             opt.allow_tf32 = "off"  # the released train.py and evaluate.py turn TF32 off
+            opt.pool_loss_across_processes = True
         if opt.cv_patch < 1 or opt.cv_patch % 2 == 0:
             raise SystemExit(f"--cv_patch {opt.cv_patch}: an odd window (1, 3, 5, ...)")
 
@@ -163,10 +171,13 @@ class DynamicMultiFrame(Method):
     def compute_losses(self, inputs, outputs):
         opt = self.opt
         multi, mono = [p.float() for p in outputs["multi"]], [p.float() for p in outputs["mono"]]  # AMP: losses in float32
-        _, terms = dynamic_mf_total_loss(multi, mono, inputs["inv_depth_gt"],
-                                         inputs["depth_gt"], inputs[("K", 0)], silog_weight=opt.silog_weight,
-                                         vnl_weight=opt.vnl_weight, sample_ratio=opt.vnl_sample_ratio,
-                                         reference_intrinsics=opt.reference_vnl_intrinsics)
+        # training under DDP with --pool_loss_across_processes: one loss over every process's
+        # samples (validation runs on rank 0 alone, in eval mode: its own batch)
+        pooled = self.training and getattr(opt, "pool_loss_across_processes", False)
+        loss = dynamic_mf_global_loss if pooled else dynamic_mf_total_loss
+        _, terms = loss(multi, mono, inputs["inv_depth_gt"], inputs["depth_gt"], inputs[("K", 0)],
+                        silog_weight=opt.silog_weight, vnl_weight=opt.vnl_weight, sample_ratio=opt.vnl_sample_ratio,
+                        reference_intrinsics=opt.reference_vnl_intrinsics)
         grouped = {}
         for name, value in terms.items():  # "silog/multi/0" ... -> silog_multi (weighted, over scales)
             kind, branch, _ = name.split("/")

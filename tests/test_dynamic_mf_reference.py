@@ -207,3 +207,135 @@ def test_trainer_applies_allow_tf32(world, tmp_path, tf32_flags):
     assert tf32() == (False, False)
     Trainer(MonodepthOptions().parse(_train_args(world, tmp_path / "on", "--allow_tf32", "on")))
     assert tf32() == (True, True)
+
+
+# --- item 13: one loss over the batch of every process
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cosine(a, b):
+    return float(torch.dot(a, b) / (a.norm() * b.norm()))
+
+
+class ThreadCollectives:
+    """torch.distributed's collectives for `world` threads of one process (each thread sets
+    its `rank`): what losses.py calls, exchanged through shared slots and a barrier."""
+
+    def __init__(self, world):
+        import threading
+        self.world, self.local = world, threading.local()
+        self.barrier, self.slots = threading.Barrier(world), [None] * world
+
+    def _exchange(self, tensor):
+        self.slots[self.local.rank] = tensor.detach().clone()
+        self.barrier.wait()
+        out = list(self.slots)
+        self.barrier.wait()
+        return out
+
+    def is_available(self):
+        return True
+
+    def is_initialized(self):
+        return True
+
+    def get_world_size(self):
+        return self.world
+
+    def get_rank(self):
+        return self.local.rank
+
+    def all_gather(self, parts, tensor):
+        for part, value in zip(parts, self._exchange(tensor)):
+            part.copy_(value)
+
+    def all_reduce(self, tensor):
+        tensor.copy_(sum(self._exchange(tensor)))
+
+    def broadcast(self, tensor, src):
+        tensor.copy_(self._exchange(tensor)[src])
+
+
+def test_pooling_math_two_emulated_processes_give_the_one_process_loss_and_gradient(monkeypatch):
+    """Fast check of the pooling (collectives emulated by two threads, DDP's gradient mean
+    taken by hand): both "processes" get the one-process loss of the whole batch, and the
+    mean of their gradients is its gradient; 3 + 1 samples (unequal batches) work too."""
+    import threading
+    import losses
+    from tests.helpers.dmf_pooled_loss import VNL_SEED, TwoBranchHead, batch, one_process
+    fake = ThreadCollectives(2)
+    monkeypatch.setattr(losses, "dist", fake)
+    for split in (2, 3):
+        images, inv, depth, K = batch(4)
+        results, models = [None, None], []
+        for _ in range(2):  # built here: the threads share the global random generator
+            torch.manual_seed(1)
+            models.append(TwoBranchHead())
+
+        def process(rank):
+            fake.local.rank = rank
+            model = models[rank]
+            mine = slice(0, split) if rank == 0 else slice(split, 4)
+            multi, mono = model(images[mine])
+            loss, _ = losses.dynamic_mf_global_loss(multi, mono, inv[mine], depth[mine], K[mine],
+                                                    generator=torch.Generator().manual_seed(VNL_SEED))
+            loss.backward()
+            results[rank] = float(loss.detach()), torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+        threads = [threading.Thread(target=process, args=(rank,)) for rank in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        monkeypatch.setattr(losses, "dist", torch.distributed)
+        single = one_process(2, 2, False)
+        monkeypatch.setattr(losses, "dist", fake)
+        assert results[0][0] == results[1][0] == pytest.approx(single["losses"][0], rel=1e-6)
+        mean_grad = (results[0][1] + results[1][1]) / 2  # DDP's mean over the processes
+        torch.testing.assert_close(mean_grad, single["grad"], rtol=1e-4, atol=3e-5 * float(single["grad"].abs().max()))
+
+
+@pytest.mark.slow  # two spawned processes, each importing torch: 12-17 s on a shared 2-core machine
+def test_pooled_loss_of_two_processes_equals_the_one_process_loss_of_their_batch(tmp_path):
+    """2 gloo processes x 2 samples: the pooled loss equals the one-process loss of the 4
+    samples (SILog and VNL of the whole batch, the same VNL draw) on both ranks, and DDP's
+    gradient equals its gradient, with each sample's K and with --reference_vnl_intrinsics
+    (item 0 of the whole batch); the loss of each process alone, averaged by DDP, does not."""
+    import torch.multiprocessing as mp
+    from tests.helpers import dmf_pooled_loss
+    out = tmp_path / "result.pt"
+    mp.spawn(dmf_pooled_loss.main, args=(2, _free_port(), str(out), 2), nprocs=2)
+    r = torch.load(out)
+    for reference_intrinsics in (False, True):
+        single, pooled, alone = (r[name, reference_intrinsics] for name in ("single", "pooled", "per_process"))
+        assert pooled["losses"][0] == pooled["losses"][1]
+        assert pooled["losses"][0] == pytest.approx(single["losses"][0], rel=1e-6)
+        assert cosine(pooled["grad"], single["grad"]) > 1 - 1e-6
+        torch.testing.assert_close(pooled["grad"], single["grad"], rtol=1e-4,
+                                   atol=3e-5 * float(single["grad"].abs().max()))
+        # each process its own loss: other losses, another gradient
+        assert alone["losses"][0] != pytest.approx(alone["losses"][1], rel=1e-2)
+        assert cosine(alone["grad"], single["grad"]) < 0.99
+    assert r["shared_draw_losses"][0] == r["shared_draw_losses"][1]
+
+
+def test_pooling_is_on_in_ref_compat_and_the_kitti_presets_and_a_no_op_in_one_process():
+    from losses import dynamic_mf_global_loss, dynamic_mf_total_loss
+    parse = MonodepthOptions().parse
+    assert not parse(["--method", "dynamic_mf"]).pool_loss_across_processes
+    assert parse(["--method", "dynamic_mf", "--ref_compat"]).pool_loss_across_processes
+    for preset in ("dynamic_mf_resnet18_256x512", "dynamic_mf_effnetb5_256x512"):
+        assert parse(["--config", preset]).pool_loss_across_processes
+    torch.manual_seed(0)
+    multi = [torch.rand(2, 1, 16 // 2 ** s, 32 // 2 ** s) * 0.3 + 0.01 for s in range(4)]
+    mono = [m.flip(-1) for m in multi]
+    depth = torch.rand(2, 1, 16, 32) * 40 * (torch.rand(2, 1, 16, 32) < 0.5)
+    inv = torch.where(depth > 0, 1 / depth.clamp(min=1e-6), torch.zeros_like(depth))
+    K = torch.tensor([[20.0, 0, 16, 0], [0, 20, 8, 0], [0, 0, 1, 0], [0, 0, 0, 1]]).repeat(2, 1, 1)
+    a, _ = dynamic_mf_global_loss(multi, mono, inv, depth, K, generator=torch.Generator().manual_seed(3))
+    b, _ = dynamic_mf_total_loss(multi, mono, inv, depth, K, generator=torch.Generator().manual_seed(3))
+    assert float(a) == float(b) > 0
