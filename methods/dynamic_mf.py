@@ -91,7 +91,9 @@ class DynamicMultiFrame(Method):
                             "coordinates; for its checkpoints)")
         g.add_argument("--reference_cv_sampling", action="store_true",
                        help="the released code's cost-volume warp: samples outside a source are mid-grey (not "
-                            "black) and a lookup is valid wherever the warped border mask is non-zero (not >= 0.5)")
+                            "black), a lookup is valid wherever the warped border mask is non-zero (not >= 0.5), "
+                            "and the depths (1 / linspace in float32) and the projection (d K^-1 p, then K T, "
+                            "divided by z + 1e-7) are computed in its float32 steps")
         g.add_argument("--reference_scatter", action="store_true",
                        help="the released code's ground-truth placement (its integer crop box, no pixel centring, "
                             "last point wins); evaluate_depth.py scores such a folder on that placement too")
