@@ -95,7 +95,9 @@ def test_ref_compat_and_imported_folders_turn_on_the_reference_crop(tmp_path):
     plain = MonodepthOptions().parse(["--config", "dynamic_mf_resnet18_256x512"])
     assert not plain.reference_crop and not DynamicMultiFrame.dataset_options(plain)["reference_crop"]
     from methods.dynamic_mf import reference_options
-    assert reference_options("resnet18").reference_crop  # import_reference_weights.py's opt.json
+    imported = reference_options("resnet18")  # import_reference_weights.py's opt.json
+    assert imported.reference_crop and imported.reference_scatter and imported.pool_loss_across_processes
+    assert imported.allow_tf32 == "off"
 
 
 # --- item 12: the ground-truth placement
