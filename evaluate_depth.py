@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from evaluation import DEPTH_METRIC_NAMES, TEST_SETS
 from evaluation.protocols import LazyMaps
+from utils import set_tf32
 
 
 def parse_args(argv=None):
@@ -295,6 +296,7 @@ def evaluate(args):
         overrides = {k: getattr(args, k) for k in ("num_layers", "min_depth", "max_depth") if getattr(args, k)}
         overrides.update(getattr(args, "method_overrides", {}))
         method = load_for_inference(args.load_weights_folder, device, **overrides)
+        set_tf32(getattr(method.opt, "allow_tf32", "pytorch"))  # as the folder was trained
         use_stereo = method.trained_with_stereo
         check_frames(test_sets, method.inference_frames)
         if args.post_process and not method.post_process_supported:
@@ -302,6 +304,8 @@ def evaluate(args):
                              "would need mirrored too; evaluate without it")
         print(f"-> {type(method).__name__} from {args.load_weights_folder}, predicting at "
               f"{method.opt.width}x{method.opt.height}")
+        for test_set in test_sets:  # e.g. the crop and ground-truth placement it was trained with
+            test_set.use_dataset_options(type(method).dataset_options(method.opt))
     if all(getattr(t.protocol, "median_scaling", True) is False for t in test_sets) and \
             not (args.eval_mono or args.eval_stereo):
         pass  # metric test sets only: neither flag is needed

@@ -1,5 +1,6 @@
 """Photometric and regularisation losses (monodepth2), as small functions and modules."""
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 
 from layers import SSIM, get_smooth_loss
@@ -215,3 +216,79 @@ def dynamic_mf_total_loss(multi, mono, gt_inv, gt_depth, K, silog_weight=4.0, vn
     total = silog_weight * sum(v for k, v in terms.items() if k.startswith("silog/")) \
         + vnl_weight * sum(v for k, v in terms.items() if k.startswith("vnl/"))
     return total, terms
+
+
+# --- one loss over the batch of every DDP process (the released code's DataParallel batch)
+def processes_to_pool():
+    """The number of DDP processes whose batches a pooled loss gathers (1: no DDP)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _GatherRows(torch.autograd.Function):
+    """B_r x N rows of every process -> (sum_r B_r) x N in rank order. Backward: every process
+    computed the same loss of the whole, so the gradient of its own rows is summed over the
+    processes (all-reduce) and sliced: P times d loss / d rows, which DDP's mean over the P
+    processes turns back into the gradient of the one loss."""
+
+    @staticmethod
+    def forward(ctx, rows, sizes):
+        rank = dist.get_rank()
+        padded = rows.new_zeros(max(sizes), rows.shape[1])
+        padded[:rows.shape[0]] = rows
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        ctx.start, ctx.size = sum(sizes[:rank]), sizes[rank]
+        return torch.cat([part[:n] for part, n in zip(parts, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.start:ctx.start + ctx.size], None
+
+
+def gather_across_processes(tensors):
+    """Tensors of one batch (B x ..., float32, B the same for all of them; B may differ between
+    processes) -> the same tensors over the batch of all DDP processes (rank 0's samples
+    first), differentiable: one all-gather forward, one all-reduce backward (see _GatherRows).
+    Without DDP they come back as they are."""
+    if processes_to_pool() == 1:
+        return list(tensors)
+    batch = tensors[0].shape[0]
+    if any(t.shape[0] != batch for t in tensors):
+        raise ValueError(f"gather_across_processes: batch sizes {[t.shape[0] for t in tensors]} differ")
+    rows = torch.cat([t.reshape(batch, -1).float() for t in tensors], 1)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=rows.device) for _ in range(processes_to_pool())]
+    dist.all_gather(sizes, torch.tensor([batch], dtype=torch.int64, device=rows.device))
+    gathered = _GatherRows.apply(rows, [int(n) for n in sizes])
+    out, start = [], 0
+    for t in tensors:
+        n = t[0].numel()
+        out.append(gathered[:, start:start + n].reshape(-1, *t.shape[1:]))
+        start += n
+    return out
+
+
+def shared_generator(device="cpu"):
+    """A CPU generator seeded alike in every DDP process (rank 0's draw from the global RNG,
+    broadcast), so that random sampling inside a pooled loss is the same everywhere."""
+    seed = torch.randint(0, 2 ** 62, (1,), dtype=torch.int64).to(device)
+    if processes_to_pool() > 1:
+        dist.broadcast(seed, 0)
+    return torch.Generator().manual_seed(int(seed))
+
+
+def dynamic_mf_global_loss(multi, mono, gt_inv, gt_depth, K, generator=None, **options):
+    """dynamic_mf_total_loss over the batch of all DDP processes, as the released code's
+    DataParallel scored its gathered batch of 8: SILog's mean and variance pooled over every
+    valid pixel of the global batch, and VNL's triplets (one index draw shared by the whole
+    batch, from `generator` or else shared_generator()) filtered, sorted and trimmed over the
+    global batch. Every process gets the same loss; with DDP's gradient mean, the parameters'
+    gradient is that of this one loss. Without DDP: dynamic_mf_total_loss itself."""
+    if processes_to_pool() == 1:
+        return dynamic_mf_total_loss(multi, mono, gt_inv, gt_depth, K, generator=generator, **options)
+    n = len(multi)
+    gathered = gather_across_processes(list(multi) + list(mono) + [gt_inv, gt_depth, K.float()])
+    if generator is None:
+        generator = shared_generator(gt_inv.device)
+    return dynamic_mf_total_loss(gathered[:n], gathered[n:2 * n], *gathered[2 * n:], generator=generator, **options)

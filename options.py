@@ -142,6 +142,10 @@ def add_shared_options(p):
     g.add_argument("--max_nonfinite", type=int, default=10,
                    help="stop after this many non-finite losses in a row (each is skipped)")
     g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under DDP (CUDA)")
+    g.add_argument("--allow_tf32", choices=["pytorch", "on", "off"], default="pytorch",
+                   help="TF32 on Ampere+ GPUs: on / off set torch.backends.cuda.matmul.allow_tf32 and "
+                        "torch.backends.cudnn.allow_tf32 both (evaluate_depth.py applies a folder's choice too); "
+                        "pytorch leaves PyTorch's defaults")
 
 
 def build_parser(method_cls=None):

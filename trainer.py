@@ -30,7 +30,7 @@ from options import read_split_file, resolve_split_dir
 from training import checkpoints
 from training.logger import RunLogger
 from training.sampler import EpochSampler, distributed_context  # noqa: F401 (re-exported)
-from utils import atomic_write_bytes, seed_everything
+from utils import atomic_write_bytes, seed_everything, set_tf32
 
 LOG_EVERY_STEP_UNTIL = 2000  # log at log_frequency early on, then every 2000 steps
 LOWER_IS_BETTER = {"abs_rel", "sq_rel", "rmse", "rmse_log"}
@@ -106,6 +106,7 @@ class Trainer:
         if self.world_size > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if use_cuda else "gloo")
         self._set_determinism()
+        set_tf32(getattr(opt, "allow_tf32", "pytorch"))
         seed_everything(opt.seed)
         self.log_path = os.path.join(os.path.expanduser(opt.log_dir), opt.model_name)
         self.state_dir = os.path.join(self.log_path, "state")

@@ -42,6 +42,22 @@ def atomic_numpy_save(path, array=None, **arrays):
     atomic_write_bytes(path, buffer.getvalue())
 
 
+TF32_CHOICES = ("pytorch", "on", "off")
+
+
+def set_tf32(choice):
+    """--allow_tf32: "on" / "off" set both torch.backends.cuda.matmul.allow_tf32 and
+    torch.backends.cudnn.allow_tf32; "pytorch" (or None) leaves PyTorch's own settings. A
+    YAML preset's bare on / off arrive as True / False and count as "on" / "off"."""
+    if isinstance(choice, bool):
+        choice = "on" if choice else "off"
+    if choice in (None, "pytorch"):
+        return
+    if choice not in TF32_CHOICES:
+        raise ValueError(f"--allow_tf32 {choice!r}: one of {', '.join(TF32_CHOICES)}")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = choice == "on"
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)

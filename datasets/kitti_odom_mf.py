@@ -14,6 +14,9 @@ Geometry: every frame is centre-cropped to the network's aspect ratio (1:2 for 2
 full height H0, width W0' = H0 width / height, offset o = (W0 - W0') / 2, a float) and
 bilinearly resized by s = height / H0; the same o and s give K (fx = s P2[0,0], fy =
 s P2[1,1], cx = s (P2[0,2] - o), cy = s P2[1,2]) and place the ground-truth points.
+reference_crop: the released code's integer box instead (left floor(o), right W0 - floor(o);
+on KITTI's 1241-px frames 244 .. 997, 753 px wide where W0' = 752), cropped and then
+resized; its K stays the float one above, as in the released code.
 
 An item (MonoDataset's keys, frames f in frame_ids, e.g. 0, -1, 1):
   ("color", f, s), ("color_aug", f, s): 3 x h x w in [0, 1] (the model shifts to [-0.5, 0.5]);
@@ -80,11 +83,16 @@ def odometry_split_lines(root, seqs, max_per_seq=None, margin=KEYFRAME_MARGIN):
 @dataclass(frozen=True)
 class CropGeometry:
     """Native H0 x W0 frame -> centre crop (full height, width crop_width at offset `offset`,
-    both floats) -> height x width, scale s on both axes (pixel-edge coordinates)."""
+    both floats) -> height x width, scale s on both axes (pixel-edge coordinates).
+
+    reference_box: the frame is cut at the released code's integer box (reference_bounds)
+    and that box is resized, instead of the float box; K (intrinsics) is the float one
+    either way, as the released code computes it."""
     native_height: int
     native_width: int
     height: int
     width: int
+    reference_box: bool = False
 
     @property
     def scale(self):
@@ -99,8 +107,20 @@ class CropGeometry:
         return (self.native_width - self.crop_width) / 2
 
     @property
+    def reference_bounds(self):
+        """(left, right) of the released code's crop, whole pixels: left = floor((W0 - H0 /
+        (height / width)) / 2), right = W0 - left (1241 px: 244, 997; 1242: 246, 996; 1226:
+        243, 983)."""
+        left = int((self.native_width - self.native_height / (self.height / self.width)) // 2)
+        return left, self.native_width - left
+
+    @property
     def box(self):
-        """(left, top, right, bottom) of the crop, for PIL's resize(box=...)."""
+        """(left, top, right, bottom) of the crop: the float box (PIL's resize(box=...)), or
+        with reference_box the integer one (PIL's crop, then resize)."""
+        if self.reference_box:
+            left, right = self.reference_bounds
+            return (left, 0, right, self.native_height)
         return (self.offset, 0.0, self.offset + self.crop_width, float(self.native_height))
 
     def check(self, where):
@@ -109,8 +129,17 @@ class CropGeometry:
                              f"{self.width} x {self.height} crop (aspect {self.width / self.height:.3f})")
         return self
 
+    def crop_and_resize(self, image):
+        """A native PIL image -> height x width: the float box bilinearly resized in one call
+        (the filter also reads the pixels just outside the box), or with reference_box the
+        integer box cut out first and then bilinearly resized (the released code)."""
+        if self.reference_box:
+            return image.crop(self.box).resize((self.width, self.height), Image.BILINEAR)
+        return image.resize((self.width, self.height), Image.BILINEAR, box=self.box)
+
     def intrinsics(self, P):
-        """4 x 4 pixel K at the network size from a 3 x 4 projection matrix P."""
+        """4 x 4 pixel K at the network size from a 3 x 4 projection matrix P (the float
+        crop's, also with reference_box)."""
         s, o = self.scale, self.offset
         K = np.eye(4)
         K[0, 0], K[1, 1] = s * P[0, 0], s * P[1, 1]
@@ -120,13 +149,16 @@ class CropGeometry:
     def target_pixels(self, rows, cols, reference=False):
         """Native pixel indices -> (rows, cols, inside) at the network size. Ours: the
         pixel-centre convention, t = round((c + 0.5 - o) s - 0.5); reference (MonoRec): the
-        points inside the box, t = round(clip((c - o) s, 0, w - 1)) (numpy's round)."""
-        s, o = self.scale, self.offset
+        points inside its integer box [left, right) (reference_bounds, whatever reference_box
+        says), t = round(clip((c - left) / (right - left) width, 0, width - 1)), rows likewise
+        over the full height (numpy's round)."""
         if reference:
-            inside = (cols >= o) & (cols < o + self.crop_width) & (rows >= 0) & (rows < self.native_height)
-            r = np.around(np.clip(rows * s, 0, self.height - 1)).astype(np.int64)
-            c = np.around(np.clip((cols - o) * s, 0, self.width - 1)).astype(np.int64)
+            left, right = self.reference_bounds
+            inside = (cols >= left) & (cols < right) & (rows >= 0) & (rows < self.native_height)
+            r = np.around(np.clip(rows / self.native_height * self.height, 0, self.height - 1)).astype(np.int64)
+            c = np.around(np.clip((cols - left) / (right - left) * self.width, 0, self.width - 1)).astype(np.int64)
             return r, c, inside
+        s, o = self.scale, self.offset
         r = np.floor((rows + 0.5) * s).astype(np.int64)
         c = np.floor((cols + 0.5 - o) * s).astype(np.int64)
         inside = (r >= 0) & (r < self.height) & (c >= 0) & (c < self.width)
@@ -163,7 +195,12 @@ def sample_mask(mask, geometry):
     if mask.shape == (geometry.native_height, geometry.native_width):
         s, o = geometry.scale, geometry.offset
         rows = np.clip(np.floor((np.arange(geometry.height) + 0.5) / s), 0, geometry.native_height - 1).astype(int)
-        cols = np.clip(np.floor(o + (np.arange(geometry.width) + 0.5) / s), 0, geometry.native_width - 1).astype(int)
+        if geometry.reference_box:  # the integer box the frame was cut at
+            left, _, right, _ = geometry.box
+            cols = left + (np.arange(geometry.width) + 0.5) * (right - left) / geometry.width
+        else:
+            cols = o + (np.arange(geometry.width) + 0.5) / s
+        cols = np.clip(np.floor(cols), 0, geometry.native_width - 1).astype(int)
         return np.ascontiguousarray(mask[rows][:, cols])
     x = torch.from_numpy(np.ascontiguousarray(mask))[None, None]
     return F.interpolate(x, (geometry.height, geometry.width), mode="nearest")[0, 0].numpy()
@@ -198,8 +235,10 @@ class KITTIOdomMultiFrameDataset(MonoDataset):
     pose_source: "dvso" (poses_dvso/, default) or "kitti_gt" (poses/). load_gt / load_masks:
     add "depth_gt" + "inv_depth_gt" / "mvobj_mask" to items. allow_missing_masks: a missing
     mask file gives zeros instead of an error. reference_scatter: MonoRec's ground-truth
-    placement (no half-pixel centring, last write wins). Input paths: default and fast (the
-    frames are cropped before the resize, so --decode_on_device cannot read them).
+    placement (its integer box, no half-pixel centring, last write wins). reference_crop:
+    frames cut at the released code's integer box and then resized (CropGeometry.box).
+    Input paths: default and fast (the frames are cropped before the resize, so
+    --decode_on_device cannot read them).
     """
     eval_protocol = "kitti_odom"
 
@@ -213,7 +252,7 @@ class KITTIOdomMultiFrameDataset(MonoDataset):
     def __init__(self, data_path, filenames, height, width, frame_ids, num_scales, is_train=False,
                  img_ext=".png", split_file=None, *, input_path="default", cache_dir=None, targets=(),
                  seed=None, augmentations=None, pose_source="dvso", load_gt=True, load_masks=True,
-                 allow_missing_masks=False, reference_scatter=False):
+                 allow_missing_masks=False, reference_scatter=False, reference_crop=False):
         if input_path == "encoded":
             raise ValueError("kitti_odom_mf: --decode_on_device is not supported (its frames are centre-cropped "
                              "before the resize, which on-device JPEG decoding skips); use the default path or "
@@ -232,9 +271,10 @@ class KITTIOdomMultiFrameDataset(MonoDataset):
         self.pose_source = pose_source
         self.allow_missing_masks = allow_missing_masks
         self.reference_scatter = reference_scatter
+        self.reference_crop = reference_crop
         self._geometry, self._K, self._poses = {}, {}, {}
-        if cache_dir:  # cropped frames: never share cache entries with the uncropped datasets
-            cache_dir = os.path.join(cache_dir, "kitti_odom_mf_crop")
+        if cache_dir:  # cropped frames: never share cache entries with the uncropped datasets (nor the two crops)
+            cache_dir = os.path.join(cache_dir, "kitti_odom_mf_crop" + ("_reference" if reference_crop else ""))
         super().__init__(data_path, filenames, height, width, frame_ids, num_scales, is_train, img_ext,
                          split_file, input_path=input_path, cache_dir=cache_dir, targets=own + list(targets),
                          seed=seed, augmentations=augmentations)
@@ -267,7 +307,8 @@ class KITTIOdomMultiFrameDataset(MonoDataset):
                 super().load_image(path)  # raises the dataset's "image not found" error
             with Image.open(path) as image:
                 native_width, native_height = image.size
-            self._geometry[key] = CropGeometry(native_height, native_width, self.height, self.width).check(path)
+            self._geometry[key] = CropGeometry(native_height, native_width, self.height, self.width,
+                                               self.reference_crop).check(path)
         return self._geometry[key]
 
     def intrinsics(self, folder):
@@ -306,8 +347,8 @@ class KITTIOdomMultiFrameDataset(MonoDataset):
         """The frame at `path`, centre-cropped and bilinearly resized to height x width (both
         input paths read frames here; the fast path's resize then leaves it as it is)."""
         image = super().load_image(path)
-        geometry = CropGeometry(image.height, image.width, self.height, self.width).check(path)
-        return image.resize((self.width, self.height), Image.BILINEAR, box=geometry.box)
+        return CropGeometry(image.height, image.width, self.height, self.width,
+                            self.reference_crop).check(path).crop_and_resize(image)
 
     def get_color(self, folder, frame_index, side, do_flip):
         if do_flip:

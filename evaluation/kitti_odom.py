@@ -74,6 +74,10 @@ class KittiOdomMultiFrame(TestSet):
                        help="poses of the frames: poses_dvso/ (MonoRec's) or poses/ (KITTI's GT)")
         g.add_argument("--eval_dynamic", action="store_true",
                        help="also score the moving-object pixels alone (sequences/NN/mvobj_mask/, > 0.5)")
+        g.add_argument("--odom_reference_scatter", action="store_true",
+                       help="place the ground truth as the released code does (its integer crop box, no pixel "
+                            "centring, last point wins); automatic for a folder trained with --reference_scatter "
+                            "or --ref_compat and for imported released checkpoints")
 
     @classmethod
     def named_in(cls, args):
@@ -91,13 +95,16 @@ class KittiOdomMultiFrame(TestSet):
             root = args.data_path
         if not root:
             return []
-        return [cls(root, args.odom_test_seqs, args.odom_pose_source, args.eval_dynamic)]
+        return [cls(root, args.odom_test_seqs, args.odom_pose_source, args.eval_dynamic,
+                    getattr(args, "odom_reference_scatter", False))]
 
-    def __init__(self, root, seqs=ODOM_TEST_SEQS, pose_source="dvso", dynamic=False):
+    def __init__(self, root, seqs=ODOM_TEST_SEQS, pose_source="dvso", dynamic=False, reference_scatter=False,
+                 reference_crop=False):
         from datasets.kitti_odom_mf import odometry_split_lines
         if not os.path.isdir(os.path.join(root, "sequences")):
             raise SystemExit(f"--odom_path {root}: no sequences/ folder (the KITTI odometry root)")
         self.root, self.seqs, self.pose_source, self.dynamic = root, list(seqs), pose_source, dynamic
+        self.reference_scatter, self.reference_crop = reference_scatter, reference_crop
         try:
             self.filenames = odometry_split_lines(root, self.seqs)
         except FileNotFoundError as e:
@@ -107,13 +114,21 @@ class KittiOdomMultiFrame(TestSet):
     def __len__(self):
         return len(self.filenames)
 
+    def use_dataset_options(self, options):
+        """A model trained with the released code's ground-truth placement or crop
+        (--reference_scatter, --reference_crop, both in --ref_compat and in imported folders)
+        is fed and scored the same way."""
+        self.reference_scatter = self.reference_scatter or bool(options.get("reference_scatter", False))
+        self.reference_crop = self.reference_crop or bool(options.get("reference_crop", False))
+
     def _dataset(self, height, width, frame_ids, **kwargs):
         from datasets.kitti_odom_mf import KITTIOdomMultiFrameDataset
         folder, frame = self.filenames[0].split()[:2]
         png = os.path.join(self.root, "sequences", folder, "image_2", f"{int(frame):06d}.png")
         return KITTIOdomMultiFrameDataset(self.root, self.filenames, height, width, list(frame_ids), 1,
                                           is_train=False, img_ext=".png" if os.path.isfile(png) else ".jpg",
-                                          pose_source=self.pose_source, **kwargs)
+                                          pose_source=self.pose_source, reference_scatter=self.reference_scatter,
+                                          reference_crop=self.reference_crop, **kwargs)
 
     def dataset(self, height, width, frame_ids):
         """Test items (no augmentation, no GT or masks: ground_truth() reads those)."""

@@ -188,6 +188,11 @@ class TestSet:
         """Test items with ("color", f, 0) for f in frame_ids (and K), not augmented."""
         raise NotImplementedError
 
+    def use_dataset_options(self, options):
+        """The dataset keyword arguments of the model being evaluated (its method's
+        dataset_options): a set whose items come from the same dataset class adopts the ones
+        that change how frames and ground truth are read; by default none."""
+
     def ground_truth(self):
         """A list of H x W depth maps, or None when the set has no public ground truth."""
         raise NotImplementedError

@@ -11,7 +11,8 @@ poses from files (DVSO's, or KITTI's), so it has no pose network:
   depth and mono modules on a ResNet-18 (frozen by default) or EfficientNet-B5 backbone
   (networks/dynamic_mf.py; datasets/kitti_odom_mf.py for the data);
 - loss: 4 x SILog + 1 x virtual normal, at 4 scales, for the multi-frame and the mono
-  branch (16 terms);
+  branch (16 terms); under DDP with --pool_loss_across_processes one loss over the batch of
+  all processes, as the released code's DataParallel scored its gathered batch;
 - training-time flips happen inside the model after the cost volume, so poses are never
   mirrored;
 - evaluation is metric (the odometry protocol: GT in (0, 80], no median scaling, no crop),
@@ -19,8 +20,10 @@ poses from files (DVSO's, or KITTI's), so it has no pose network:
   one), and on the moving-object pixels with --eval_dynamic.
 
 Differences from the released code, with switches where results change: align_corners=True
-with the (W-1) normalisation (`--reference_align_corners`), the ground truth placed with
-pixel centres and the nearest point winning collisions (`--reference_scatter`), VNL with
+with the (W-1) normalisation (`--reference_align_corners`), frames cropped at the float
+centred offset in one resize (`--reference_crop`: the released integer box, cut then
+resized), the ground truth placed with pixel centres in the float box and the nearest point
+winning collisions (`--reference_scatter`, also the evaluation's placement), VNL with
 each sample's own intrinsics, EfficientNet-B5 with its own (Inception) statistics
 (`--imagenet_stats`), validation on held-out keyframes of the training sequences (the
 reference validated on the test sequences and kept the checkpoint of lowest training error).
@@ -36,7 +39,7 @@ import types
 
 import torch
 
-from losses import dynamic_mf_total_loss
+from losses import dynamic_mf_global_loss, dynamic_mf_total_loss
 from methods import register_method
 from methods.base import Method
 from networks import start_weights_file
@@ -77,6 +80,11 @@ class DynamicMultiFrame(Method):
         g.add_argument("--silog_weight", type=float, default=4.0, help="weight of each SILog term")
         g.add_argument("--vnl_weight", type=float, default=1.0, help="weight of each virtual-normal term")
         g.add_argument("--vnl_sample_ratio", type=float, default=0.15, help="VNL: triplets per pixel")
+        g.add_argument("--pool_loss_across_processes", action="store_true",
+                       help="under DDP (torchrun), one SILog + VNL loss over the batch of all processes (their "
+                            "predictions and ground truth all-gathered, with gradients), as the released code's "
+                            "DataParallel scored its gathered batch of 8; without it each process scores its own "
+                            "samples and DDP averages the gradients. No effect in one process")
         g.add_argument("--pose_source", choices=["dvso", "kitti_gt"], default="dvso",
                        help="poses_dvso/NN.txt (MonoRec's DVSO poses) or poses/NN.txt (KITTI's)")
         g.add_argument("--reference_align_corners", action="store_true",
@@ -84,17 +92,25 @@ class DynamicMultiFrame(Method):
                             "coordinates; for its checkpoints)")
         g.add_argument("--reference_cv_sampling", action="store_true",
                        help="the released code's cost-volume warp: samples outside a source are mid-grey (not "
-                            "black) and a lookup is valid wherever the warped border mask is non-zero (not >= 0.5)")
+                            "black), a lookup is valid wherever the warped border mask is non-zero (not >= 0.5), "
+                            "and the depths (1 / linspace in float32) and the projection (d K^-1 p, then K T, "
+                            "divided by z + 1e-7) are computed in its float32 steps")
         g.add_argument("--reference_scatter", action="store_true",
-                       help="the released code's ground-truth placement (no pixel centring, last point wins)")
+                       help="the released code's ground-truth placement (its integer crop box, no pixel centring, "
+                            "last point wins); evaluate_depth.py scores such a folder on that placement too")
+        g.add_argument("--reference_crop", action="store_true",
+                       help="frames cut at the released code's integer box (floor of the centred offset, e.g. "
+                            "244 .. 997 of a 1241-px frame, 753 px) and then resized, instead of the float box "
+                            "(244.5, 752 px) resized in one step; K stays the float crop's, as in the released code")
         g.add_argument("--reference_vnl_intrinsics", action="store_true",
                        help="VNL with batch item 0's focal length and the image centre (the released code)")
         g.add_argument("--imagenet_stats", action="store_true",
                        help="EfficientNet-B5 with ImageNet mean/std (the released code) instead of its own")
         g.add_argument("--ref_compat", action="store_true",
                        help="all of the released code's behaviours at once: --reference_align_corners "
-                            "--reference_cv_sampling --reference_scatter --reference_vnl_intrinsics "
-                            "--imagenet_stats")
+                            "--reference_cv_sampling --reference_scatter --reference_crop "
+                            "--reference_vnl_intrinsics --imagenet_stats --pool_loss_across_processes, and "
+                            "--allow_tf32 off")
         g.add_argument("--eval_branch", choices=["multi", "mono"], default="multi",
                        help="inference: the multi-frame output or the mono branch's as the main output")
         parser.set_defaults(dataset="kitti_odom_mf", height=256, width=512, frame_ids=[0, -1, 1], scales=[0],
@@ -115,15 +131,17 @@ class DynamicMultiFrame(Method):
             raise SystemExit(f"--height {opt.height} --width {opt.width}: multiples of 16")
         if opt.ref_compat:
             opt.reference_align_corners = opt.reference_scatter = opt.reference_vnl_intrinsics = True
-            opt.reference_cv_sampling = True
+            opt.reference_cv_sampling = opt.reference_crop = True
             opt.imagenet_stats = True
+            opt.allow_tf32 = "off"  # the released train.py and evaluate.py turn TF32 off
+            opt.pool_loss_across_processes = True
         if opt.cv_patch < 1 or opt.cv_patch % 2 == 0:
             raise SystemExit(f"--cv_patch {opt.cv_patch}: an odd window (1, 3, 5, ...)")
 
     @classmethod
     def dataset_options(cls, opt):
         return {"pose_source": opt.pose_source, "reference_scatter": opt.reference_scatter,
-                "allow_missing_masks": True}
+                "reference_crop": getattr(opt, "reference_crop", False), "allow_missing_masks": True}
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -157,10 +175,13 @@ class DynamicMultiFrame(Method):
     def compute_losses(self, inputs, outputs):
         opt = self.opt
         multi, mono = [p.float() for p in outputs["multi"]], [p.float() for p in outputs["mono"]]  # AMP: losses in float32
-        _, terms = dynamic_mf_total_loss(multi, mono, inputs["inv_depth_gt"],
-                                         inputs["depth_gt"], inputs[("K", 0)], silog_weight=opt.silog_weight,
-                                         vnl_weight=opt.vnl_weight, sample_ratio=opt.vnl_sample_ratio,
-                                         reference_intrinsics=opt.reference_vnl_intrinsics)
+        # training under DDP with --pool_loss_across_processes: one loss over every process's
+        # samples (validation runs on rank 0 alone, in eval mode: its own batch)
+        pooled = self.training and getattr(opt, "pool_loss_across_processes", False)
+        loss = dynamic_mf_global_loss if pooled else dynamic_mf_total_loss
+        _, terms = loss(multi, mono, inputs["inv_depth_gt"], inputs["depth_gt"], inputs[("K", 0)],
+                        silog_weight=opt.silog_weight, vnl_weight=opt.vnl_weight, sample_ratio=opt.vnl_sample_ratio,
+                        reference_intrinsics=opt.reference_vnl_intrinsics)
         grouped = {}
         for name, value in terms.items():  # "silog/multi/0" ... -> silog_multi (weighted, over scales)
             kind, branch, _ = name.split("/")
@@ -199,6 +220,7 @@ class DynamicMultiFrame(Method):
                              "(ODOM/sequences/NN with image_2/ and calib.txt, its poses in ODOM/poses_dvso/NN.txt), "
                              "since it needs frames -1 and +1 and their poses")
         test_set = KittiOdomMultiFrame(os.path.dirname(sequences), [seq], self.opt.pose_source)
+        test_set.use_dataset_options(self.dataset_options(self.opt))  # the crop it was trained with
         if not test_set.filenames:
             raise SystemExit(f"--image_path {path}: no keyframes (a sequence needs more than 10 frames)")
         return PathItems(test_set.dataset(self.opt.height, self.opt.width, self.inference_frames))
@@ -230,7 +252,8 @@ class PathItems(torch.utils.data.Dataset):
         folder, frame = self.dataset.filenames[index].split()[:2]
         item["path"] = self.dataset.get_image_path(folder, int(frame), "l")
         crop = self.dataset.geometry(folder)
-        item["output_size"] = torch.tensor([round(crop.crop_width), crop.native_height])
+        left, _, right, _ = crop.box
+        item["output_size"] = torch.tensor([round(right - left), crop.native_height])
         return item
 
 

@@ -47,9 +47,14 @@ SSIM_WEIGHT = 0.85  # ssim_l1: 0.85 SSIM + 0.15 L1
 
 # ---- hypotheses, cost volume, one-hot volume -------------------------------------------
 
-def inverse_depth_bins(num=NUM_BINS, inv_min=INV_DEPTH_RANGE[0], inv_max=INV_DEPTH_RANGE[1], device=None):
+def inverse_depth_bins(num=NUM_BINS, inv_min=INV_DEPTH_RANGE[0], inv_max=INV_DEPTH_RANGE[1], device=None,
+                       reference=False):
     """Depths d_k = 1 / linspace(inv_min, inv_max, num): far to near, uniform in 1/d
-    (d_0 = 400 m, d_31 = 3.0303 m by default). -> float32 tensor of size num."""
+    (d_0 = 400 m, d_31 = 3.0303 m by default). -> float32 tensor of size num, computed in
+    float64 and rounded once (reference: in float32 throughout, as the released code; 13 of
+    the 32 default depths are then 1 or 2 float32 ulps apart)."""
+    if reference:
+        return 1 / torch.linspace(inv_min, inv_max, num, dtype=torch.float32, device=device)
     inv = torch.linspace(inv_min, inv_max, num, dtype=torch.float64, device=device)
     return (1 / inv).float()
 
@@ -61,7 +66,7 @@ def _border_mask(height, width, border, like):
     return mask
 
 
-def _plane_grids(rays, P, depths, height, width):
+def _plane_grids(rays, P, depths, height, width, reference_order=False):
     """Sampling grids of the key pixels on the planes z = d in one source.
 
     rays: B x 3 x N (invK p, N = H W); P: B x 4 x 4 (K T); depths: c.
@@ -69,14 +74,27 @@ def _plane_grids(rays, P, depths, height, width):
     so the projection is (A ray + b / d) up to scale, exactly the same for every d when b = 0.
     Returns grid B x (c H) x W x 2 (x / (W-1), y / (H-1) in [-1, 1], clamped to [-2, 2]; bins
     stacked along rows) and in_front B x c x H x W (the point is in front of the source camera:
-    the reference divided by z + 1e-7 and sampled points behind it; we mark them invalid)."""
+    the reference divided by z + 1e-7 and sampled points behind it; we mark them invalid).
+    reference_order: the same projection in the released code's float32 steps (the point
+    d ray, then P [X; 1] as one 3 x 4 product, x / (z + 1e-7) / (W - 1), minus 0.5, times 2):
+    the grids then differ from the released ones by rounding only where the matmuls sum
+    differently."""
     b_ = rays.shape[0]
-    q = (P[:, None, :3, :3] @ rays[:, None]) + P[:, None, :3, 3:] / depths.view(1, -1, 1, 1)  # B c 3 N
-    z = q[:, :, 2]
-    in_front = z > PROJECTION_EPS
-    z = torch.where(in_front, z, torch.ones_like(z))
-    gx = q[:, :, 0] / z / (width - 1) * 2 - 1
-    gy = q[:, :, 1] / z / (height - 1) * 2 - 1
+    if reference_order:
+        points = depths.view(1, -1, 1, 1) * rays[:, None]  # B c 3 N
+        points = torch.cat([points, torch.ones_like(points[:, :, :1])], 2)  # homogeneous
+        q = P[:, None, :3, :] @ points  # B c 3 N
+        in_front = q[:, :, 2] > PROJECTION_EPS * depths.view(1, -1, 1)  # the same test as below, times d
+        z = torch.where(in_front, q[:, :, 2] + 1e-7, torch.ones_like(q[:, :, 2]))
+        gx = (q[:, :, 0] / z / (width - 1) - 0.5) * 2
+        gy = (q[:, :, 1] / z / (height - 1) - 0.5) * 2
+    else:
+        q = (P[:, None, :3, :3] @ rays[:, None]) + P[:, None, :3, 3:] / depths.view(1, -1, 1, 1)  # B c 3 N
+        z = q[:, :, 2]
+        in_front = z > PROJECTION_EPS
+        z = torch.where(in_front, z, torch.ones_like(z))
+        gx = q[:, :, 0] / z / (width - 1) * 2 - 1
+        gy = q[:, :, 1] / z / (height - 1) * 2 - 1
     grid = torch.stack([gx, gy], -1).clamp(-GRID_LIMIT, GRID_LIMIT)
     grid = torch.where(in_front[..., None], grid, torch.full_like(grid, -GRID_LIMIT))  # lands outside
     c = depths.numel()
@@ -99,8 +117,9 @@ def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, p
                   reference_sampling=False):
     """Matching error of one source at every depth and its validity. reference_sampling:
     the released code's warp (samples outside the source are mid-grey, as its images were
-    in [-0.5, 0.5] with zero padding, and a sample counts as inside wherever the warped
-    border mask is non-zero) instead of black padding and a mask >= MASK_INSIDE.
+    in [-0.5, 0.5] with zero padding, a sample counts as inside wherever the warped border
+    mask is non-zero, and the projection runs in its float32 steps, _plane_grids'
+    reference_order) instead of black padding and a mask >= MASK_INSIDE.
 
     Returns sad B x D x H x W in [0, 1] (per-channel matching error (`match`), a patch x patch
     mean, channels weighted (5, 16, 11)/32) and inside B x 1 x H x W (bool: the warp lands inside the
@@ -118,7 +137,7 @@ def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, p
     for start in range(0, D, chunk):
         d = depths[start:start + chunk]
         c = d.numel()
-        grid, in_front = _plane_grids(rays, P, d, H, W)
+        grid, in_front = _plane_grids(rays, P, d, H, W, reference_order=reference_sampling)
         warped = F.grid_sample(source_and_mask, grid, mode="bilinear", padding_mode="zeros",
                                align_corners=align_corners).view(B, 4, c, H, W)
         lands = ((warped[:, 3] > 0) if reference_sampling else (warped[:, 3] >= MASK_INSIDE)) & in_front
@@ -482,7 +501,8 @@ class DynamicMultiFrameDepth(nn.Module):
         self.mono_module = MonoRecDepthModule(3, skips, inv_range)
         self.fusion = CCF(num_bins, ccf_dim, fusion, width)
         self.depth_module = MonoRecDepthModule(self.fusion.out_channels + 3, skips, inv_range)
-        self.register_buffer("depth_bins", inverse_depth_bins(num_bins, *inv_range), persistent=False)
+        self.register_buffer("depth_bins", inverse_depth_bins(num_bins, *inv_range, reference=reference_sampling),
+                             persistent=False)
         if cv_match not in CV_MATCHES:
             raise ValueError(f"--cv_match {cv_match!r}: use one of {', '.join(CV_MATCHES)}")
         self.align_corners, self.flip_prob, self.cv_patch, self.cv_match = align_corners, flip_prob, cv_patch, cv_match
