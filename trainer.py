@@ -312,6 +312,14 @@ class Trainer:
         self.val_sampler = EpochSampler(len(self.val_dataset), val_batch, True, opt.seed + 1)
         self.val_loader = DataLoader(self.val_dataset, val_batch, sampler=self.val_sampler, drop_last=True, **common)
         self.val_iter = None
+        # the epoch's validation: built once (its workers persist), with a generator of its own,
+        # so that validating never draws from the training's random streams
+        val_rng = torch.Generator()
+        val_rng.manual_seed(opt.seed + 2)
+        val_workers = min(workers, 4)
+        self.val_epoch_loader = DataLoader(self.val_dataset, val_batch, shuffle=False, generator=val_rng,
+                                           num_workers=val_workers, persistent_workers=val_workers > 0,
+                                           pin_memory=self.loader_options["pin_memory"], collate_fn=collate_items)
 
     def _to_device(self, inputs, dataset=None):
         """A loader batch on the device, finished there by the fast input path."""
@@ -565,11 +573,9 @@ class Trainer:
         self.method.predict_variants = False  # only "depth" is scored here
         started = time.time()
         sums, count = {}, 0
-        loader = DataLoader(self.val_dataset, self.val_loader.batch_size, shuffle=False,
-                            **dict(self.loader_options, num_workers=min(opt.num_workers, 4)))
         try:
             with torch.no_grad():
-                for inputs in tqdm(loader, desc=f"validate epoch {self.epoch}", unit="batch", leave=False,
+                for inputs in tqdm(self.val_epoch_loader, desc=f"validate epoch {self.epoch}", unit="batch", leave=False,
                                    disable=opt.no_progress):
                     inputs = self._to_device(inputs, self.val_dataset)
                     with self.autocast():
