@@ -45,6 +45,12 @@ def parse_args(argv=None):
                    help="families to write")
     p.add_argument("--world", default="synthetic_pretrain", help="the pretraining world (written if absent)")
     p.add_argument("--drives", type=int, default=4, help="drives of the pretraining world")
+    p.add_argument("--frames", type=int, default=60, help="frames per drive of the pretraining world")
+    p.add_argument("--world_size", type=int, nargs=2, default=[375, 1242], metavar=("H", "W"),
+                   help="image size of the pretraining world")
+    p.add_argument("--height", type=int, default=96, help="training height")
+    p.add_argument("--width", type=int, default=320, help="training width")
+    p.add_argument("--max_steps", type=int, default=0, help="stop the pretraining after this many steps (0: none)")
     p.add_argument("--epochs", type=int, default=10, help="pretraining epochs")
     p.add_argument("--log_dir", default=os.path.join("runs", "pretrain"), help="where the pretraining runs go")
     p.add_argument("--overwrite", action="store_true", help="train again even where a file exists")
@@ -58,8 +64,9 @@ def parse_args(argv=None):
 
 def recipe(args, family):
     return {"source": "synthetic stereo pretext", "family": family, "preset": "synthetic_pretrain",
-            "pretext_network": PRETEXT[family], "epochs": args.epochs, "world_seed": WORLD_SEED,
-            "world_drives": args.drives}
+            "pretext_network": PRETEXT[family], "epochs": args.epochs, "max_steps": args.max_steps,
+            "size": [args.height, args.width], "world_seed": WORLD_SEED, "world_drives": args.drives,
+            "world_frames": args.frames, "world_size": list(args.world_size)}
 
 
 def read_info(out):
@@ -91,7 +98,8 @@ def pretrain(args, family):
     from datasets import synthetic_world as sw
     if not sw.world_exists(args.world):
         print(f"-> writing the pretraining world {args.world} (seed {WORLD_SEED}, {args.drives} drives)")
-        sw.generate(sw.Config(out=args.world, drives=args.drives, seed=WORLD_SEED), progress=not args.no_progress)
+        sw.generate(sw.Config(out=args.world, drives=args.drives, frames=args.frames, seed=WORLD_SEED,
+                              height=args.world_size[0], width=args.world_size[1]), progress=not args.no_progress)
     name = f"pretrain_{family}"
     run = os.path.join(args.log_dir, name)
     command = [sys.executable, os.path.join(ROOT, "train.py")]
@@ -103,13 +111,16 @@ def pretrain(args, family):
         if os.path.isdir(run):
             shutil.rmtree(run)  # a pretraining that stopped before its first state: nothing to keep
         command += ["--config", "synthetic_pretrain", "--data_path", args.world, "--log_dir", args.log_dir,
-                    "--model_name", name, "--num_epochs", str(args.epochs)] + PRETEXT[family]
+                    "--model_name", name, "--num_epochs", str(args.epochs), "--height", str(args.height),
+                    "--width", str(args.width), "--max_steps", str(args.max_steps)] + PRETEXT[family]
     if args.no_progress:
         command.append("--no_progress")
     started = time.time()
     print("-> " + " ".join(command[1:]))
     subprocess.run(command, check=True, cwd=ROOT)
-    return os.path.join(run, "models", "weights_best"), time.time() - started
+    best = os.path.join(run, "models", "weights_best")
+    return (best if os.path.isdir(best) else os.path.realpath(os.path.join(run, "models", "last"))), \
+        time.time() - started
 
 
 def imagenet_state(args, family):
