@@ -169,7 +169,16 @@ def neighbour_frames(method, paths, start, count, sources, device):
             if path is None and policy == "error":
                 raise SystemExit(f"{paths[i]} has no frame {f} (give a folder of consecutive frames or "
                                  "--source_image_path)")
-            image = pil.open(path or paths[i]).convert("RGB")
+            image = None
+            for candidate in ([path] if path else []) + [paths[i]]:
+                try:
+                    with pil.open(candidate) as opened:
+                        image = opened.convert("RGB")
+                    break
+                except (OSError, ValueError):
+                    path = None  # an unreadable neighbour counts as missing (its target is reported)
+            if image is None:
+                image = pil.new("RGB", (method.opt.width, method.opt.height))
             images.append(image)
             flags.append(0.0 if path else 1.0)
         batch = network_input(method, images, device)
@@ -257,21 +266,49 @@ def main(argv=None):
               + ("" if sources else " (neighbours in name order)"))
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
-    written = []
+    written, failed = [], []
     with torch.no_grad():
         for start in tqdm(range(0, len(paths), args.batch_size), desc="predict", unit="batch",
                           disable=len(paths) <= args.batch_size):
             batch_paths = paths[start:start + args.batch_size]
-            images = [pil.open(p).convert("RGB") for p in batch_paths]
+            images = [read_image(p, failed) for p in batch_paths]
             others = None
             if multi:
                 frames, missing = neighbour_frames(method, paths, start, len(batch_paths), sources, device)
                 others = multi_frame_inputs(method, frames, missing, K, device)
-            disp, depth = predict_disparity(method, network_input(method, images, device), others)
-            for k, (path, image) in enumerate(zip(batch_paths, images)):
-                written.append(write_outputs(args, path, image.size, disp[k:k + 1], depth[k:k + 1]))
-    print(f"-> wrote {len(written)} depth image(s), e.g. {written[0]}")
+                for f, flags in missing.items():
+                    for path, flag in zip(batch_paths, flags.tolist()):
+                        if flag:
+                            print(f"-> {path}: no frame {f} (a single image, or the first of the folder): predicted "
+                                  f"with the model's rule for a missing frame "
+                                  f"({type(method).missing_frames(method.opt, training=False)}); give "
+                                  "--source_image_path or a folder of consecutive frames")
+            keep = [k for k, image in enumerate(images) if image is not None]
+            if not keep:
+                continue
+            batch = network_input(method, [images[k] for k in keep], device)
+            if others:
+                others = {key: v[keep] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == len(images) else v
+                          for key, v in others.items()}
+            disp, depth = predict_disparity(method, batch, others)
+            for j, k in enumerate(keep):
+                written.append(write_outputs(args, batch_paths[k], images[k].size, disp[j:j + 1], depth[j:j + 1]))
+    if written:
+        print(f"-> wrote {len(written)} depth image(s), e.g. {written[0]}")
+    if failed:
+        raise SystemExit(f"-> {len(failed)} of {len(paths)} image(s) could not be read: {', '.join(failed)}")
     return written
+
+
+def read_image(path, failed):
+    """The image as RGB, or None (one line naming the file, added to `failed`)."""
+    try:
+        with pil.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as e:
+        print(f"-> {path}: not a readable image ({type(e).__name__}: {e}); skipped")
+        failed.append(path)
+        return None
 
 
 if __name__ == "__main__":

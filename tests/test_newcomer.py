@@ -283,3 +283,74 @@ def test_time_left_counts_steps_and_validations(static_world, tmp_path):
     t.step, t.epoch = 9, 1
     t.step_times.extend([1.0] * 49)
     assert t.time_left() == pytest.approx(np.mean([2.0] + [1.0] * 49) * 6 + 5.0)
+
+
+# ------------------------------------------------------------------ runs that never mix
+def test_a_second_run_into_a_run_folder_is_refused_and_overwrite_starts_afresh(static_world, tmp_path, capsys):
+    Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, steps=1))).train()
+    out = capsys.readouterr().out
+    assert "-> finished at step 1" in out and str(tmp_path / "m" / "models") in out  # the closing line
+    with pytest.raises(SystemExit) as refused:
+        Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, steps=1)))
+    message = str(refused.value)
+    assert "--resume" in message and "--overwrite" in message and "--model_name" in message
+    assert len(message.splitlines()) == 1
+    # --overwrite: the earlier run's files are gone, the logs hold the new run only
+    (tmp_path / "m" / "notes.txt").write_text("kept")  # not a run file
+    Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, "--overwrite", steps=2))).train()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "m" / "train_steps.jsonl").read_text().splitlines()]
+    assert steps == [0, 1]
+    assert (tmp_path / "m" / "notes.txt").read_text() == "kept"
+    assert len(os.listdir(tmp_path / "m" / "train")) == 1  # one TensorBoard event file
+
+
+def test_overwrite_refuses_to_remove_what_the_run_reads(static_world, tmp_path):
+    Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, steps=1))).train()
+    weights = tmp_path / "m" / "models" / "weights_0"
+    with pytest.raises(SystemExit, match="--load_weights_folder"):
+        Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, "--overwrite", "--load_weights_folder",
+                                               str(weights), steps=1)))
+    assert weights.is_dir()
+
+
+def test_progress_bar_ends_at_max_steps(static_world, tmp_path, monkeypatch):
+    import trainer as trainer_module
+    totals = []
+
+    class Bar:
+        def __init__(self, *args, total=None, **kwargs):
+            totals.append(total)
+
+        def update(self, *args):
+            pass
+
+        def set_postfix(self, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+    t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, steps=2)))
+    assert len(t.train_loader) > 2
+    monkeypatch.setattr(trainer_module, "tqdm", type("T", (), {"__new__": lambda cls, *a, **k: Bar(*a, **k),
+                                                               "write": staticmethod(print)}))
+    t.train()
+    assert totals[0] == 2
+
+
+def test_unreadable_image_in_a_folder_is_named_and_the_others_predicted(static_world, tmp_path, capsys):
+    Trainer(MonodepthOptions().parse(_args(static_world, tmp_path / "run", steps=1))).train()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    drive = os.path.join(static_world.out, "2000_01_01", "2000_01_01_drive_0001_sync", "image_02", "data")
+    for frame in (1, 2):
+        shutil.copy(os.path.join(drive, f"{frame:010d}.png"), folder / f"{frame:010d}.png")
+    (folder / "0000000001b.png").write_text("not an image")
+    import test_simple
+    with pytest.raises(SystemExit) as failed:
+        test_simple.main(["--image_path", str(folder), "--ext", "png", "--load_weights_folder",
+                          str(tmp_path / "run" / "m" / "models" / "weights_0"), "--no_cuda"])
+    assert "1 of 3 image(s) could not be read" in str(failed.value) and "0000000001b.png" in str(failed.value)
+    out = capsys.readouterr().out
+    assert "0000000001b.png: not a readable image" in out and "Traceback" not in out
+    assert sorted(p.name for p in folder.glob("*_disp.jpeg")) == ["0000000001_disp.jpeg", "0000000002_disp.jpeg"]
