@@ -30,9 +30,49 @@ from evaluation.protocols import LazyMaps
 from utils import set_tf32
 
 
+class CompactHelp(argparse.HelpFormatter):
+    """One line per option where it fits; a default shown only where there is one."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=34, width=118)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text \
+                and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+    def _format_usage(self, usage, actions, groups, prefix):
+        return f"usage: {self._prog} --load_weights_folder W [options]   (or --ext_disp_to_eval PATH)\n\n"
+
+
+def add_method_options_help(p):
+    """The options a weight folder's method adds at inference (Method.inference_options), by
+    method, so that --help lists them all; they apply when the folder is of that method."""
+    from methods import METHODS, method_class
+    from options import build_parser
+    method_class("monodepth2")  # every built-in method registered
+    owners = {}  # the class that declares a set of inference options -> the methods that have them
+    for name, cls in sorted(METHODS.items()):
+        if cls.inference_options:
+            owner = next(k for k in cls.__mro__ if "inference_options" in k.__dict__)
+            owners.setdefault(owner, (cls, []))[1].append(name)
+    for owner, (cls, names) in owners.items():
+        g = p.add_argument_group(f"method {' / '.join(names)} (with one of its weight folders)")
+        actions = {a.dest: a for a in build_parser(cls)._actions}
+        for dest in owner.inference_options:
+            a = actions[dest]
+            flag = a.nargs == 0
+            g.add_argument(*a.option_strings, dest=f"_help_{dest}", action="store_true" if flag else "store",
+                           help=a.help, default=argparse.SUPPRESS,
+                           **({} if flag else {"metavar": a.metavar or (a.choices and "{" + ",".join(map(str, a.choices)) + "}") or dest.upper()}))
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Evaluate a depth model (or saved predictions) on test sets",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=CompactHelp, add_help=False)
+    p.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     g = p.add_argument_group("model")
     g.add_argument("--load_weights_folder", type=str, help="a weights_N folder (its opt.json rebuilds the model)")
     g.add_argument("--ext_disp_to_eval", type=str, metavar="PATH", help="saved disparities instead of a model: "
@@ -59,6 +99,10 @@ def parse_args(argv=None):
     for test_set in TEST_SETS.values():
         test_set.add_options(p)
     args, unknown = p.parse_known_args(argv)
+    if args.help:
+        add_method_options_help(p)
+        p.print_help()
+        raise SystemExit(0)
     args.method_overrides, unknown = method_inference_options(args.load_weights_folder, unknown)
     ignored = ignorable_training_flags(unknown)
     if ignored:
@@ -330,6 +374,7 @@ def evaluate(args):
         for output, output_disps in outputs:
             suffix = f"_{output}" if output and output_disps is not disps else ""
             if args.save_pred_disps:
+                os.makedirs(out_dir, exist_ok=True)
                 path = os.path.join(out_dir, f"disps_{test_set.name}_split{suffix}.npy")
                 np.save(path, output_disps)
                 print(f"-> Saved predicted disparities to {path}")
