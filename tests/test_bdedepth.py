@@ -647,3 +647,75 @@ def test_reference_zoom_geometry_options():
     assert all(torch.isfinite(v) for v in terms.values()) and float(logs["local/consistency"]) > 0
     with pytest.raises(SystemExit, match="--reference_zoom_geometry changes the zoomed view of --use_local_crop"):
         _opt("--reference_zoom_geometry")
+
+
+# ----------------------------------------------------------------------------- SyncBatchNorm under DDP
+PAPER_PRESETS = ("bdedepth_hrnet18_640x192", "bdedepth_resnet18_640x192", "bdedepth_resnet18_cityscapes_512x192",
+                 "bdedepth_hrnet18_nyuv2_384x288")
+
+
+def test_presets_ask_for_sync_batchnorm_with_several_processes():
+    """The released recipes convert BatchNorm to SyncBatchNorm whenever more than one process
+    runs: the paper presets say --sync_bn auto; the decision: auto and on convert with two
+    CUDA processes, nothing converts with one; on CPU, on stops and auto keeps BatchNorm with one
+    message; true / false (older opt.json files) read as on / off."""
+    from options import sync_bn_mode
+    from trainer import use_sync_batchnorm
+    for preset in PAPER_PRESETS:
+        assert MonodepthOptions().parse(["--config", preset]).sync_bn == "auto", preset
+    assert MonodepthOptions().parse(["--method", "bdedepth"]).sync_bn == "off"
+    assert MonodepthOptions().parse(["--method", "bdedepth", "--sync_bn"]).sync_bn == "on"
+    assert MonodepthOptions().parse(["--config", PAPER_PRESETS[0], "--sync_bn", "off"]).sync_bn == "off"
+    assert (sync_bn_mode(True), sync_bn_mode(False), sync_bn_mode(None)) == ("on", "off", "off")
+    said = []
+    for mode, world, device, expected in (("auto", 2, "cuda", True), ("on", 2, "cuda", True), ("off", 2, "cuda", False),
+                                          ("auto", 1, "cuda", False), ("on", 1, "cpu", False),
+                                          ("auto", 2, "cpu", False), ("auto", 1, "cpu", False)):
+        assert use_sync_batchnorm(mode, world, device, said.append) is expected, (mode, world, device)
+    assert len(said) == 1 and "2 processes on cpu" in said[0] and "plain BatchNorm" in said[0]
+    with pytest.raises(SystemExit, match="--sync_bn needs CUDA devices"):
+        use_sync_batchnorm("on", 2, "cpu")
+
+
+def test_sync_batchnorm_conversion_of_a_bdedepth_model():
+    """to_sync_batchnorm turns every BatchNorm layer of the method (encoder, context branch,
+    pose networks) into a SyncBatchNorm with the same parameters and statistics (no forward:
+    SyncBatchNorm runs on CUDA only)."""
+    from trainer import to_sync_batchnorm
+    torch.manual_seed(0)
+    method = build_method(_opt("--encoder", "resnet_context", "--depth_decoder", "grid"))
+    bns = {name: m for name, m in method.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    converted = to_sync_batchnorm(method)
+    syncs = {name: m for name, m in converted.named_modules() if isinstance(m, torch.nn.SyncBatchNorm)}
+    assert len(bns) > 40 and set(syncs) == set(bns)
+    assert "models.encoder.bn1" in syncs  # the context branch's BN
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in converted.modules())
+    after = converted.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+
+
+@pytest.mark.slow  # two processes building a Trainer: 16-19 s on the shared 2-core machine
+def test_sync_bn_auto_reaches_the_trainer_of_a_two_process_run(static_world, tmp_path):
+    """A 2-process gloo run (torchrun) of the real Trainer with a BDEdepth preset's --sync_bn
+    auto: the option arrives as auto, the Trainer decides plain BatchNorm on CPU and says so
+    once (rank 0), and the model under DDP holds BatchNorm layers and no SyncBatchNorm."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "record.json"
+    split = small_split(static_world, str(tmp_path / "split"), 4)
+    args = ["--config", "bdedepth_resnet18_640x192", "--data_path", static_world.out, "--split", split,
+            "--height", "64", "--width", "192", "--weights_init", "scratch", "--batch_size", "1",
+            "--num_workers", "0", "--log_dir", str(tmp_path), "--model_name", "m", "--no_cuda", "--no_progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(port), "tests/helpers/sync_bn_check.py", str(out), *args],
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record == {"world_size": 2, "sync_bn_option": "auto", "converted": False,
+                      "batchnorm": record["batchnorm"], "syncbatchnorm": 0, "ddp": True}
+    assert record["batchnorm"] > 40
+    assert (res.stdout + res.stderr).count("--sync_bn auto: 2 processes on cpu") == 1
