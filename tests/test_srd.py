@@ -538,7 +538,7 @@ def test_earlier_decoder_weights_load_with_the_same_outputs(tmp_path):
     """A depth.pth of the earlier layout (squeeze biases, 1x1-conv gates of shape (out, in, 1, 1))
     loads strictly through the method's weight adaptation: the bias is folded into the next
     conv and the gates reshaped, and the disparities and offsets are those of the earlier
-    network (float32 rounding: <= 2e-6 measured)."""
+    network (float32 rounding: 6e-8 at most over 5 seeds)."""
     from methods import build_method
     torch.manual_seed(0)
     method = build_method(_method_opt())
@@ -554,8 +554,7 @@ def test_earlier_decoder_weights_load_with_the_same_outputs(tmp_path):
     with torch.no_grad():
         before, after = earlier(feats), decoder(feats)
     for key in before:
-        assert torch.allclose(before[key], after[key], atol=2e-5, rtol=0), key
-    assert (before[("disp", 0)] - after[("disp", 0)]).abs().max() < 2e-5
+        assert torch.allclose(before[key], after[key], atol=1e-6, rtol=0), key
     # the biases mattered: dropping them instead of folding changes the output
     dropped = SRDDecoder(CHANNELS["resnet18"]).eval()
     plain = {k: v for k, v in SRDDecoder.upgrade_state_dict(state).items()}
