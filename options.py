@@ -150,7 +150,7 @@ def add_shared_options(p):
                    help="stop after this many non-finite losses in a row (each is skipped)")
     g.add_argument("--sync_bn", nargs="?", const="on", default="off", choices=SYNC_BN_MODES,
                    help="BatchNorm -> SyncBatchNorm under DDP, which has CUDA kernels only. `--sync_bn` (= on): "
-                        "with more than one process; stops on CPU. auto (the BDEdepth presets, as its released "
+                        "with more than one process; stops on CPU. auto (the BDEdepth presets, as BDEdepth's released "
                         "recipes): with more than one process on CUDA; a multi-process CPU run keeps plain "
                         "BatchNorm per process and says so once. off: plain BatchNorm per process")
 

@@ -25,10 +25,19 @@ from tests.helpers.batch import fake_batch
 from tests.helpers.cli import ROOT, evaluate_folder, kill_after_steps, small_split, train_steps
 from trainer import Trainer
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
 H, W = 96, 320
 FOLDER = f"{sw.DATE}/{sw.DATE}_drive_0001_sync"
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for one test (not the module-wide `one_thread`: this module's resume
+    tests compare in-process losses with a train.py subprocess's, bit for bit, at the default
+    thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _roll(x, rho_x, rho_y):
@@ -483,6 +492,7 @@ def _zoom_batch():
     return K, crop, [_released_grid(*d) for d in REF_DRAWS]
 
 
+@pytest.mark.usefixtures("single_thread")
 def test_reference_virtual_camera_is_built_from_the_sampling_grid():
     """zoom_camera_reference = the released construction, recomputed here from its grid: centre
     (g_x, g_y) = means of the grid's first and last entries, s = half the x span, focal lengths
@@ -541,6 +551,7 @@ def _zoom_inputs(seed=0):
     return inputs, outputs, disp_local, grids
 
 
+@pytest.mark.usefixtures("single_thread")
 def test_reference_zoom_warp_uses_the_released_virtual_camera():
     """With --reference_zoom_geometry the zoomed view warps with Rc T Rc^-1 of the released
     construction: its sampling grids equal a projection recomputed here (pixel p of the crop,
@@ -580,6 +591,7 @@ def test_reference_zoom_warp_uses_the_released_virtual_camera():
             assert moved > (0.01 if b == 0 else 1.0), (b, f)
 
 
+@pytest.mark.usefixtures("single_thread")
 def test_reference_zoom_consistency_uses_the_rounded_window():
     """With --reference_zoom_geometry the zoomed view's SI-log term is, recomputed here per item:
     x0 = round(W (G_x[0] + 1) / 2), y0 = round(H (G_y[0] + 1) / 2), w = round(W / r),
@@ -613,6 +625,7 @@ def test_reference_zoom_consistency_uses_the_rounded_window():
     assert terms[True] > 1.5 * terms[False]
 
 
+@pytest.mark.usefixtures("single_thread")
 def test_reference_window_stays_inside_at_the_far_edge():
     """The released integer windows always fit; this code's exact window at the far edge
     (u = 1) can round one pixel past it, and is moved back inside: over r in [1.2, 2] the window
@@ -632,6 +645,7 @@ def test_reference_window_stays_inside_at_the_far_edge():
     assert moved > 0
 
 
+@pytest.mark.usefixtures("single_thread")
 def test_reference_zoom_geometry_options():
     """Both input paths (the geometry reads only the crop's (r, ox, oy) and K, which both give);
     a step's loss with both views is finite and has the consistency term; refused without
@@ -654,6 +668,7 @@ PAPER_PRESETS = ("bdedepth_hrnet18_640x192", "bdedepth_resnet18_640x192", "bdede
                  "bdedepth_hrnet18_nyuv2_384x288")
 
 
+@pytest.mark.usefixtures("single_thread")
 def test_presets_ask_for_sync_batchnorm_with_several_processes():
     """The released recipes convert BatchNorm to SyncBatchNorm whenever more than one process
     runs: the paper presets say --sync_bn auto; the decision: auto and on convert with two
@@ -677,6 +692,7 @@ def test_presets_ask_for_sync_batchnorm_with_several_processes():
         use_sync_batchnorm("on", 2, "cpu")
 
 
+@pytest.mark.usefixtures("single_thread")
 def test_sync_batchnorm_conversion_of_a_bdedepth_model():
     """to_sync_batchnorm turns every BatchNorm layer of the method (encoder, context branch,
     pose networks) into a SyncBatchNorm with the same parameters and statistics (no forward:

@@ -20,13 +20,22 @@ from options import MonodepthOptions
 from tests.helpers.cli import evaluate_folder, kill_after_steps, small_split, train_steps
 from trainer import Trainer
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # the spec's channel lists (feature 0 at stride 2): ResNet-18, ResNet-50, MPViT-small, Swin-T
 CHANNELS = {"resnet18": [64, 64, 128, 256, 512], "resnet50": [64, 256, 512, 1024, 2048],
             "mpvit_small": [64, 128, 216, 288, 288], "swin_t": [64, 96, 192, 384, 768]}
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for one test (not the module-wide `one_thread`: this module's resume
+    tests compare in-process losses with a train.py subprocess's, bit for bit, at the default
+    thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _features(channels, batch, height, width):
@@ -346,6 +355,7 @@ def test_options_follow_the_paper_and_presets_parse():
         _method_opt("--frame_ids", "0", "-1", "--distill_filter", "multiview_reference")
 
 
+@pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize("preset", ["srd_resnet18_640x192", "srd_resnet50_640x192", "srd_swin_t_640x192"])
 def test_kitti_presets_read_jpg_and_carry_the_released_png_flag_commented(preset, tmp_path):
     """The released code reads .png frames: each KITTI preset reads .jpg by default and holds
@@ -522,6 +532,7 @@ def _earlier_layout(decoder, seed=0):
     return decoder
 
 
+@pytest.mark.usefixtures("single_thread")
 def test_squeeze_convs_have_no_bias_as_the_released_decoder():
     """The three squeeze 1x1 convs (nodes 02, 12, 03) have no bias: 256 parameters fewer than
     with one, and the decoder's count on ResNet-18 features is the released decoder's used count."""
@@ -534,6 +545,7 @@ def test_squeeze_convs_have_no_bias_as_the_released_decoder():
     assert sum(p.numel() for p in earlier.parameters()) - count == 256
 
 
+@pytest.mark.usefixtures("single_thread")
 def test_earlier_decoder_weights_load_with_the_same_outputs(tmp_path):
     """A depth.pth of the earlier layout (squeeze biases, 1x1-conv gates of shape (out, in, 1, 1))
     loads strictly through the method's weight adaptation: the bias is folded into the next
@@ -569,6 +581,7 @@ def _linear_default_bound(layer):
     return 1 / math.sqrt(layer.weight.shape[1])  # kaiming_uniform(a=sqrt(5)): U(-1/sqrt(fan_in), +)
 
 
+@pytest.mark.usefixtures("single_thread")
 def test_default_init_is_pytorchs_default_everywhere_as_the_released_code():
     """--srd_decoder_init default: every gate is an nn.Linear with PyTorch's default init,
     U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (std 1/sqrt(3 fan_in)); every other conv too (the
@@ -618,6 +631,7 @@ def _filter_case():
     return depth, depth_src, T, K, inv_K
 
 
+@pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize("factor", [1.0, 0.5])
 def test_reference_filter_rule_keeps_out_of_view_pixels_below_the_mean(factor):
     """--distill_filter multiview_reference: no in-view test; an out-of-view pixel reads depth
@@ -639,6 +653,7 @@ def test_reference_filter_rule_keeps_out_of_view_pixels_below_the_mean(factor):
     assert np.array_equal(reference[~out], ours[~out])  # the rules differ only out of view
 
 
+@pytest.mark.usefixtures("single_thread")
 def test_method_uses_the_reference_rule_when_asked():
     """SRD's forward with --distill_filter multiview_reference gives the rule without the in-view
     test on the teacher's depths of frames 0 and +1; the default gives it with the test."""
