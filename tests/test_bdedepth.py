@@ -575,8 +575,8 @@ def test_reference_zoom_warp_uses_the_released_virtual_camera():
     scale = torch.tensor([(W - 1) / 2, (H - 1) / 2], dtype=torch.float64)
     for b, g in enumerate(grids):
         Rc = torch.eye(4, dtype=torch.float64)
-        Rc[:3, 2] = torch.tensor([-(g[0, 0, -1] + g[0, 0, 0]) / 2 / (2 * fx), -(g[1, -1, 0] + g[1, 0, 0]) / 2 / (2 * fy),
-                                  (g[0, 0, -1] - g[0, 0, 0]) / 2])
+        gx, gy = (g[0, 0, -1] + g[0, 0, 0]) / 2, (g[1, -1, 0] + g[1, 0, 0]) / 2
+        Rc[:3, 2] = torch.tensor([-gx / (2 * fx), -gy / (2 * fy), (g[0, 0, -1] - g[0, 0, 0]) / 2])
         Kb = K[b].double()
         for f in (-1, 1):
             T = Rc @ outputs[("cam_T_cam", 0, f)][b].double() @ torch.linalg.inv(Rc)
