@@ -223,3 +223,29 @@ def zoom_camera(K, crop):
     Rc[:, 1, 2] = (cy - oy + 0.5 - (cy + 0.5) / ratio) / fy
     Rc[:, 2, 2] = 1 / ratio
     return Rc
+
+
+def zoom_camera_reference(K, crop, height, width):
+    """The virtual camera of a zoomed crop as the released BDEdepth code builds it
+    (--reference_zoom_geometry), from the crop's sampling grid: G = the align_corners=True
+    coordinates of the crop's pixels in the zoomed (W r) x (H r) image, whose window starts at
+    zoomed pixel (r ox, r oy). With its centre (gx, gy) (the mean of G's first and last
+    entries), its half span s = (W - 1) / (W r - 1) along x (not 1 / r) and the focal lengths
+    of the batch's first item in image widths/heights (fx / W, fy / H):
+    Rc = [[1, 0, -gx / (2 fx)], [0, 1, -gy / (2 fy)], [0, 0, s]], which assumes a centred
+    principal point and one focal length for the batch. K, crop as zoom_camera's; B x 4 x 4."""
+    crop64 = crop.double()
+    ratio, ox, oy = crop64[:, 0], crop64[:, 1], crop64[:, 2]
+
+    def grid_ends(offset, size):  # G's first and last entry along one axis
+        zoomed = size * ratio - 1
+        return -1 + 2 * ratio * offset / zoomed, -1 + 2 * (ratio * offset + size - 1) / zoomed
+
+    x_first, x_last = grid_ends(ox, width)
+    y_first, y_last = grid_ends(oy, height)
+    fx, fy = K[0, 0, 0].double() / width, K[0, 1, 1].double() / height
+    Rc = torch.eye(4, dtype=K.dtype, device=K.device).repeat(K.shape[0], 1, 1)
+    Rc[:, 0, 2] = (-(x_first + x_last) / 2 / (2 * fx)).to(K.dtype)
+    Rc[:, 1, 2] = (-(y_first + y_last) / 2 / (2 * fy)).to(K.dtype)
+    Rc[:, 2, 2] = ((x_last - x_first) / 2).to(K.dtype)
+    return Rc

@@ -23,6 +23,20 @@ def frame_id(value):
     return value if value == "s" else int(value)
 
 
+SYNC_BN_MODES = ("off", "on", "auto")
+
+
+def sync_bn_mode(value):
+    """--sync_bn as one of SYNC_BN_MODES: older runs' opt.json and presets hold true / false."""
+    if value is None or value is False:
+        return "off"
+    if value is True:
+        return "on"
+    if value not in SYNC_BN_MODES:
+        raise SystemExit(f"--sync_bn {value!r}: choose one of {', '.join(SYNC_BN_MODES)}")
+    return value
+
+
 def add_shared_options(p):
     """The options every method shares (data, networks, optimisation, system)."""
     p.add_argument("--config", type=str, help="preset: a name under configs/ or a YAML file (flags override it)")
@@ -141,7 +155,11 @@ def add_shared_options(p):
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower on GPUs)")
     g.add_argument("--max_nonfinite", type=int, default=10,
                    help="stop after this many non-finite losses in a row (each is skipped)")
-    g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under DDP (CUDA)")
+    g.add_argument("--sync_bn", nargs="?", const="on", default="off", choices=SYNC_BN_MODES,
+                   help="BatchNorm -> SyncBatchNorm under DDP, which has CUDA kernels only. `--sync_bn` (= on): "
+                        "with more than one process; stops on CPU. auto (the BDEdepth presets, as BDEdepth's released "
+                        "recipes): with more than one process on CUDA; a multi-process CPU run keeps plain "
+                        "BatchNorm per process and says so once. off: plain BatchNorm per process")
     g.add_argument("--allow_tf32", choices=["pytorch", "on", "off"], default="pytorch",
                    help="TF32 on Ampere+ GPUs: on / off set torch.backends.cuda.matmul.allow_tf32 and "
                         "torch.backends.cudnn.allow_tf32 both (evaluate_depth.py applies a folder's choice too); "
@@ -307,6 +325,7 @@ def check_options(opt):
     """Reject combinations of shared options that cannot work, saying what to change."""
     if opt.frame_ids[0] != 0:
         raise SystemExit(f"--frame_ids must start with 0, got {opt.frame_ids}")
+    opt.sync_bn = sync_bn_mode(opt.sync_bn)
     if opt.use_stereo and "s" not in opt.frame_ids:
         opt.frame_ids = list(opt.frame_ids) + ["s"]
     if opt.height % 32 or opt.width % 32:

@@ -26,7 +26,7 @@ from datasets.fast_loader import collate_items, fill_cache
 from datasets.mono_dataset import ItemError, check_first_item
 from evaluation import DEPTH_METRIC_NAMES, PROTOCOLS
 from methods import build_method, method_class
-from options import read_split_file, resolve_split_dir
+from options import read_split_file, resolve_split_dir, sync_bn_mode
 from training import checkpoints
 from training.logger import RunLogger
 from training.sampler import EpochSampler, distributed_context  # noqa: F401 (re-exported)
@@ -38,6 +38,28 @@ LOWER_IS_BETTER = {"abs_rel", "sq_rel", "rmse", "rmse_log"}
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+def use_sync_batchnorm(mode, world_size, device_type, log=print):
+    """Whether --sync_bn `mode` converts BatchNorm to SyncBatchNorm in a run of `world_size`
+    processes on `device_type`: never with one process; on: yes (stops on CPU, where
+    SyncBatchNorm has no kernel); auto: yes on CUDA, and on CPU no, said once through `log`."""
+    mode = sync_bn_mode(mode)
+    if mode == "off" or world_size <= 1:
+        return False
+    if device_type != "cuda":
+        if mode == "on":
+            raise SystemExit("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel)")
+        log(f"-> --sync_bn auto: {world_size} processes on {device_type}, where SyncBatchNorm has no kernel: "
+            "each process keeps plain BatchNorm (statistics of its own batch)")
+        return False
+    return True
+
+
+def to_sync_batchnorm(model):
+    """`model` with every BatchNorm layer turned into a SyncBatchNorm (same parameters and
+    statistics), as torch.nn.SyncBatchNorm.convert_sync_batchnorm does."""
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def schedule_factor(factor, base_lr, step):
@@ -126,10 +148,9 @@ class Trainer:
         if opt.load_weights_folder and not opt.resume:
             loaded = self.method.load_weights(os.path.expanduser(opt.load_weights_folder), opt.models_to_load)
             self._print(f"-> Loaded {', '.join(loaded)} from {opt.load_weights_folder}")
-        if opt.sync_bn and self.world_size > 1:
-            if self.device.type != "cuda":
-                raise SystemExit("--sync_bn needs CUDA devices (SyncBatchNorm has no CPU kernel)")
-            self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+        self.sync_bn = use_sync_batchnorm(opt.sync_bn, self.world_size, self.device.type, self._print)
+        if self.sync_bn:
+            self.method = to_sync_batchnorm(self.method)
         if opt.compile:
             for model in self.method.models.values():
                 model.compile()

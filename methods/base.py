@@ -201,11 +201,13 @@ class Method(nn.Module):
             loaded.append(name)
         return loaded
 
-
     def adapt_weight_file(self, name, state, path):
         """A weight file's state dict before loading into models[name]: a method adapts the
-        reference implementation's layout here (extra entries, name prefixes)."""
-        return state
+        reference implementation's layout here (extra entries, name prefixes). Here: a
+        network with an `upgrade_state_dict` (one whose layout changed) reads its older files
+        through it."""
+        upgrade = getattr(self.models[name], "upgrade_state_dict", None) if name in self.models else None
+        return upgrade(state) if upgrade is not None else state
 
 
 def method_from_weight_files(folder):

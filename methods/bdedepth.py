@@ -5,7 +5,8 @@ is predicted separately by the same networks:
 - resizing-cropping (`--use_local_crop`): every frame zoomed by r ~ U(1.2, 2.0) at one window;
   the crop is what a camera with the same K sees of a world shrunk by r, so its depth is
   Z / r, and its poses are Rc T Rc^-1 (layers.zoom_camera); plus an SI-log consistency
-  between r x its depth and the original depth in the window;
+  between r x its depth and the original depth in the window (`--reference_zoom_geometry`:
+  the camera and the window as the released code computes them);
 - splitting-permuting (`--use_patch_reshuffle`): frame 0 rolled by a random split; its
   depth, un-permuted exactly, reconstructs the original target from the original sources
   with the original pose; plus an SI-log consistency with the original depth.
@@ -18,10 +19,23 @@ import torch
 import torch.nn.functional as F
 
 from datasets.augment import LocalCrop, PatchReshuffle, default_augmentations, local_grid, unpermute
-from layers import zoom_camera
+from layers import disp_to_depth, zoom_camera, zoom_camera_reference
 from losses import scale_invariant_log
 from methods import register_method
 from methods.monodepth2 import Monodepth2
+
+
+def reference_window(ratio, ox, oy, height, width):
+    """The zoom window in whole network pixels as the released code takes it for the SI-log
+    term: (x0, y0, w, h) with x0 = round(W (G_x[0] + 1) / 2), y0 likewise from G_y[0] (the
+    first entries of the crop's sampling grid, see layers.zoom_camera_reference),
+    w = round(W / r), h = round(H / r); Python's rounding (half to even), as the released code.
+    Its own integer windows always fit the image; one cut at the far edge of this code's exact
+    windows can reach one pixel past it (about 0.2 % of the draws): it is moved back inside."""
+    x0 = round(width * ratio * ox / (width * ratio - 1))
+    y0 = round(height * ratio * oy / (height * ratio - 1))
+    w, h = round(width / ratio), round(height / ratio)
+    return min(x0, width - w), min(y0, height - h), w, h
 
 
 @register_method("bdedepth")
@@ -38,6 +52,13 @@ class BDEdepth(Monodepth2):
         g.add_argument("--local_crop_ratio", type=float, nargs=2, default=[1.2, 2.0], metavar=("MIN", "MAX"),
                        help="zoom range of --use_local_crop")
         g.add_argument("--consistency_weight", type=float, default=0.07, help="weight of the SI-log consistency terms")
+        g.add_argument("--reference_zoom_geometry", action="store_true",
+                       help="the zoomed view's geometry as the released code computes it: the virtual camera "
+                            "from the crop's sampling grid (depth scale (W-1)/(W r-1) instead of 1/r, centre "
+                            "offsets that assume a centred principal point, the focal lengths of the batch's "
+                            "first item), and the SI-log term on the zoomed disparity resized to the rounded "
+                            "window (round(W/r) x round(H/r) at a rounded corner) against the original depth "
+                            "cropped there, instead of the original depth sampled at the crop's pixel centres")
         g.add_argument("--consistency_detach", action="store_true",
                        help="stop the consistency terms' gradient into the original view's depth (the reference "
                             "lets it flow both ways)")
@@ -47,6 +68,8 @@ class BDEdepth(Monodepth2):
 
     @classmethod
     def check_options(cls, opt):
+        if opt.reference_zoom_geometry and not opt.use_local_crop:
+            raise SystemExit("--reference_zoom_geometry changes the zoomed view of --use_local_crop: add it")
         if not (opt.use_local_crop or opt.use_patch_reshuffle):
             return
         for flag, bad in (("--v1_multiscale", opt.v1_multiscale), ("--predictive_mask", opt.predictive_mask),
@@ -89,7 +112,8 @@ class BDEdepth(Monodepth2):
         opt = self.opt
         view_outputs = dict(self.depth_of(inputs[("color_local_aug", 0, 0)]))
         K, crop = inputs[("K", 0)].float(), inputs["crop_local"].float()
-        Rc = zoom_camera(K, crop)
+        Rc = zoom_camera_reference(K, crop, opt.height, opt.width) if opt.reference_zoom_geometry else \
+            zoom_camera(K, crop)
         Rc_inv = torch.linalg.inv(Rc)
         view_inputs = {("K", 0): inputs[("K", 0)], ("inv_K", 0): inputs[("inv_K", 0)],
                        "crop_local": crop}
@@ -143,6 +167,10 @@ class BDEdepth(Monodepth2):
             if opt.consistency_detach:
                 original = original.detach()
             depth = view_outputs[("depth", 0, scale)]
+            if name == "local" and opt.reference_zoom_geometry:
+                total = total + self.reference_window_consistency(view_inputs["crop_local"],
+                                                                  view_outputs[("disp", scale)], original)
+                continue
             if name == "local":
                 crop = view_inputs["crop_local"]
                 grid = local_grid(crop, opt.height, opt.width)
@@ -151,6 +179,21 @@ class BDEdepth(Monodepth2):
                 depth = depth * crop[:, 0, None, None, None]  # the crop's depth is Z / r
             total = total + scale_invariant_log(depth, original)
         return total / len(opt.scales)
+
+    def reference_window_consistency(self, crop, disp_local, original):
+        """The zoomed view's SI-log term as the released code computes it
+        (--reference_zoom_geometry): per item, the zoomed disparity at its own scale (B x 1 x
+        h_s x w_s) resized bilinearly to the window's rounded size, as depth, times r, against
+        the original full-resolution depth (B x 1 x H x W) cropped at the window's rounded
+        corner (reference_window); averaged over the batch."""
+        opt = self.opt
+        terms = []
+        for b in range(crop.shape[0]):
+            x0, y0, w, h = reference_window(*(float(v) for v in crop[b]), opt.height, opt.width)
+            disp = F.interpolate(disp_local[b:b + 1].float(), [h, w], mode="bilinear", align_corners=False)
+            depth = disp_to_depth(disp, opt.min_depth, opt.max_depth)[1] * crop[b, 0]
+            terms.append(scale_invariant_log(depth, original[b:b + 1, :, y0:y0 + h, x0:x0 + w]))
+        return torch.stack(terms).mean()
 
     def compute_losses(self, inputs, outputs):
         terms, logs = super().compute_losses(inputs, outputs)

@@ -19,13 +19,21 @@ from methods import register_method
 from methods.monodepth2 import Monodepth2
 
 
-def distillation_mask(depth_teacher, depth_teacher_next, T, K, inv_K, factor=1.0):
+def distillation_mask(depth_teacher, depth_teacher_next, T, K, inv_K, factor=1.0, in_view_test=True):
     """Pixels whose teacher depth agrees with the teacher's depth of the next frame: the
-    relative back-projection error is below `factor` x its per-image mean, and the pixel
-    projects inside the next frame. All B x 1 x H x W; returns a float mask."""
+    relative back-projection error is below `factor` x its per-image mean (over all H x W
+    pixels) and, with in_view_test, the pixel projects inside the next frame. All
+    B x 1 x H x W; returns a float mask.
+
+    in_view_test=False is the released code's rule: a pixel that projects outside the next
+    frame samples depth 0 there, so its point comes back at the next camera's centre, and it
+    is kept when that error is below the mean (e.g. near objects when the mean is large)."""
     rel, in_view = multiview_consistency(depth_teacher, depth_teacher_next, T, K, inv_K)
     mean = rel.mean((1, 2, 3), keepdim=True)
-    return ((rel < factor * mean) & in_view).to(depth_teacher.dtype)
+    keep = rel < factor * mean
+    if in_view_test:
+        keep = keep & in_view
+    return keep.to(depth_teacher.dtype)
 
 
 def distillation_loss(depth, depth_teacher, mask, weight):
@@ -41,16 +49,22 @@ class SRD(Monodepth2):
         g.add_argument("--distill_weight", type=float, default=0.1, help="weight of the self-distillation L1 term")
         g.add_argument("--distill_start_epoch", type=int, default=1,
                        help="first epoch with a teacher (the network at the end of the previous epoch)")
-        g.add_argument("--distill_filter", type=str, default="multiview", choices=["multiview", "none"],
-                       help="keep teacher pixels that pass the geometric check with frame +1 (multiview), or all")
+        g.add_argument("--distill_filter", type=str, default="multiview",
+                       choices=["multiview", "multiview_reference", "none"],
+                       help="keep teacher pixels that pass the geometric check with frame +1 and project inside "
+                            "it (multiview); the released code's check, without the in-view test: a pixel "
+                            "projecting outside frame +1 reads depth 0 there and is kept when its error is "
+                            "still below the mean (multiview_reference); or all pixels (none)")
         g.add_argument("--distill_filter_factor", type=float, default=1.0,
                        help="keep pixels whose relative error is below this x the image's mean (a variant uses 6)")
         g.add_argument("--decoder_lr", type=float, default=1e-4,
                        help="LR of the depth decoder and pose networks (the encoder uses --learning_rate)")
         g.add_argument("--srd_decoder_init", type=str, default="default", choices=["default", "kaiming"],
-                       help="init of the offset-refinement decoder's convolutions: PyTorch's default (the "
-                            "released code's), or Kaiming-normal, which a randomly initialised encoder needs "
-                            "to learn (see the README)")
+                       help="init of the offset-refinement decoder: default = PyTorch's default init of every "
+                            "layer, the channel-attention gates being nn.Linear layers (the released code's: its "
+                            "Kaiming loop there touches nn.Conv2d layers only, i.e. none); kaiming = "
+                            "Kaiming-normal nested-decoder convolutions (fan_in) and channel-attention gates "
+                            "(fan_out), which a randomly initialised encoder needs to learn (see the README)")
         # the paper's optimiser: AdamW (weight decay 0.01), x0.9 per epoch; its decoder
         parser.set_defaults(depth_decoder="srd", optimizer="adamw", weight_decay=0.01,
                             lr_sche_type="exponential", decay_rate=0.9)
@@ -59,12 +73,12 @@ class SRD(Monodepth2):
     def check_options(cls, opt):
         if opt.v1_multiscale:
             raise SystemExit("--method srd distils full-resolution depth at every scale: drop --v1_multiscale")
-        if opt.distill_filter == "multiview":
+        if opt.distill_filter != "none":
             if 1 not in opt.frame_ids:
-                raise SystemExit("--distill_filter multiview checks the teacher against frame +1: add 1 to "
-                                 "--frame_ids or use --distill_filter none")
+                raise SystemExit(f"--distill_filter {opt.distill_filter} checks the teacher against frame +1: add 1 "
+                                 "to --frame_ids or use --distill_filter none")
             if opt.pose_model_type == "posecnn":
-                raise SystemExit("--distill_filter multiview needs a metric pose: use --pose_model_type "
+                raise SystemExit(f"--distill_filter {opt.distill_filter} needs a metric pose: use --pose_model_type "
                                  "separate_resnet or shared, or --distill_filter none")
         if opt.srd_decoder_init != "default" and opt.depth_decoder != "srd":
             raise SystemExit(f"--srd_decoder_init {opt.srd_decoder_init} applies to --depth_decoder srd only "
@@ -134,7 +148,7 @@ class SRD(Monodepth2):
         if not self.distilling():
             return outputs
         opt = self.opt
-        filtered = opt.distill_filter == "multiview"
+        filtered = opt.distill_filter != "none"
         frames = [inputs[("color_aug", 0, 0)]] + ([inputs[("color_aug", 1, 0)]] if filtered else [])
         batch = frames[0].shape[0]
         depths = self.teacher_depths(torch.cat(frames))
@@ -146,7 +160,7 @@ class SRD(Monodepth2):
                     T = outputs[("cam_T_cam", 0, 1)].detach().float()
                     outputs[("distill_mask", scale)] = distillation_mask(
                         depth_t, depths[scale][batch:], T, inputs[("K", 0)], inputs[("inv_K", 0)],
-                        opt.distill_filter_factor)
+                        opt.distill_filter_factor, in_view_test=opt.distill_filter == "multiview")
                 else:
                     outputs[("distill_mask", scale)] = torch.ones_like(depth_t)
         return outputs

@@ -10,7 +10,9 @@ Only the grid decoder (--depth_decoder grid) takes six levels; hrnet18_raw feeds
 decoder (--depth_decoder msf). Parameter names follow BDEdepth's checkpoints: the HRNet under
 `encoder.` (timm's names are those of the official HRNet-Image-Classification files) with
 `context_conv` / `context_bn`; the ResNet under `encoder.` (torchvision) with `conv1` / `bn1`
-for the context branch. MISM's `s_encoder.pth` holds the official names without a prefix.
+for the context branch (each starts from the stem's conv weight and BN weight and bias; its BN
+running statistics start fresh, as the released code's). MISM's `s_encoder.pth` holds the
+official names without a prefix.
 """
 import os
 
@@ -26,10 +28,13 @@ HRNET_HEAD_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "c
 
 
 def _copy_stem(conv, bn, src_conv, src_bn):
-    """conv/bn <- copies of src_conv/src_bn (weights, affine terms and running statistics)."""
+    """conv/bn <- copies of src_conv's weight and src_bn's affine weight and bias, as the
+    released code does; bn keeps its fresh running statistics (mean 0, variance 1), which
+    training then updates (momentum 0.1)."""
     with torch.no_grad():
         conv.weight.copy_(src_conv.weight)
-    bn.load_state_dict(src_bn.state_dict())
+        bn.weight.copy_(src_bn.weight)
+        bn.bias.copy_(src_bn.bias)
 
 
 def _missing_hrnet_weights(reason):
@@ -147,7 +152,7 @@ class HRNet18Encoder(nn.Module):
 
 class ResnetContextEncoder(ResnetEncoder):
     """ResNet (monodepth2's encoder, same `encoder.` parameters and ImageNet loading) with a
-    7x7 stride-1 context convolution (3 -> 64, padding 3) + BN copied from conv1/bn1, ReLU.
+    7x7 stride-1 context convolution (3 -> 64, padding 3) + BN from conv1/bn1 (weights), ReLU.
 
     Input: B x 3 x H x W in [0, 1]. Output: 6 features [context (/1), relu(bn1(conv1)) (/2),
     layer1 (/4), layer2 (/8), layer3 (/16), layer4 (/32)]; channels

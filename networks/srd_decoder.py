@@ -4,6 +4,8 @@ where each finer disparity is predicted from the coarser one resampled along lea
 
 Registered as `--depth_decoder srd`; it takes any encoder's channel list.
 """
+import re
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -20,18 +22,25 @@ SE_REDUCTION = 16
 
 
 class ChannelAttention(nn.Module):
-    """Squeeze-and-excitation gate on a B x C x H x W feature (1x1 convs, no bias)."""
+    """Squeeze-and-excitation gate on a B x C x H x W feature: global average pool, FC C -> C/16,
+    ReLU, FC C/16 -> C (no biases), sigmoid, times the feature. The FCs are nn.Linear layers
+    with PyTorch's default init, as in the released decoder (whose Kaiming loop in this module
+    only touches nn.Conv2d layers, so it leaves them alone); init_kaiming draws them
+    Kaiming-normal (fan_out, ReLU gain)."""
 
     def __init__(self, channels, reduction=SE_REDUCTION):
         super().__init__()
-        self.fc = nn.Sequential(nn.Conv2d(channels, channels // reduction, 1, bias=False), nn.ReLU(),
-                                nn.Conv2d(channels // reduction, channels, 1, bias=False))
+        self.fc = nn.Sequential(nn.Linear(channels, channels // reduction, bias=False), nn.ReLU(),
+                                nn.Linear(channels // reduction, channels, bias=False))
+
+    def init_kaiming(self):
         for m in self.fc:
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Linear):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
-        return x * torch.sigmoid(self.fc(F.adaptive_avg_pool2d(x, 1)))
+        w = torch.sigmoid(self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1)))
+        return x * w[:, :, None, None]
 
 
 class FeatureAdapter(nn.Module):
@@ -114,7 +123,7 @@ class SRDDecoder(nn.Module):
         self.adapters = nn.ModuleList([FeatureAdapter(self.num_ch_enc[i], INNER_ENC[i]) for i in range(1, 5)])
         self.up_convs = nn.ModuleDict()  # conv before upsampling a node, keyed by the node it reads
         self.nodes = nn.ModuleDict()  # the node that makes X_rc
-        self.squeeze = nn.ModuleDict()  # 1x1 conv of non-attention nodes with several inputs
+        self.squeeze = nn.ModuleDict()  # 1x1 conv (no bias) of non-attention nodes with several inputs
         for node in NODE_ORDER:
             row, col = int(node[0]), int(node[1])
             src_row, src_col = row + 1, col - 1
@@ -127,7 +136,7 @@ class SRDDecoder(nn.Module):
             elif col == 1:
                 self.nodes[node] = ConvBlock(high + low, DEC[row + 1])
             else:
-                self.squeeze[node] = nn.Conv2d(high + low, DEC[row + 1] * 2, 1)
+                self.squeeze[node] = nn.Conv2d(high + low, DEC[row + 1] * 2, 1, bias=False)
                 self.nodes[node] = ConvBlock(DEC[row + 1] * 2, DEC[row + 1])
         self.final_up_conv = ConvBlock(DEC[1], DEC[0])  # X04 (32) -> 16, then upsampled
         self.final_conv = ConvBlock(DEC[0], DEC[0])  # F0
@@ -138,10 +147,12 @@ class SRDDecoder(nn.Module):
 
     def init_kaiming(self):
         """Kaiming-normal (fan_in, ReLU gain) weights and zero biases for the nested decoder's
-        convolutions; the channel-attention gates, offset heads and disparity convs keep theirs.
-        PyTorch's default init (the released code's) shrinks activations ~0.6x per conv, and
-        this decoder stacks ~10 of them between a feature and the disparity: with a randomly
-        initialised encoder the disparity barely moves (measured in the README)."""
+        convolutions, and Kaiming-normal (fan_out, ReLU gain) channel-attention gates (the
+        earlier versions' gates); the fSE gates, offset heads and disparity convs keep theirs.
+        PyTorch's default init (the released code's, `--srd_decoder_init default`) shrinks
+        activations ~0.6x per conv, and this decoder stacks ~10 of them between a feature and
+        the disparity: with a randomly initialised encoder the disparity barely moves
+        (measured in the README)."""
         skip = {id(p) for m in self.modules() if isinstance(m, (ChannelAttention, OffsetHead)) for p in m.parameters()}
         skip.update(id(p) for p in self.disp_convs.parameters())
         for module in self.modules():
@@ -149,6 +160,29 @@ class SRDDecoder(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        for adapter in self.adapters:
+            adapter.attention.init_kaiming()
+
+    @staticmethod
+    def upgrade_state_dict(state):
+        """A state dict of this decoder written by earlier versions, in today's layout (other
+        state dicts pass unchanged):
+        - the channel-attention gates were 1x1 convolutions: their (out, in, 1, 1) weights
+          become the nn.Linear (out, in) weights (the same function);
+        - the squeeze convolutions had a bias b: it is folded into the bias of the node's 3x3
+          convolution that follows (b3 + sum over taps of W3 b: exact, as reflection padding
+          keeps a constant map constant)."""
+        state = dict(state)
+        for key in list(state):
+            if re.fullmatch(r"adapters\.\d+\.attention\.fc\.[02]\.weight", key) and state[key].dim() == 4:
+                state[key] = state[key].flatten(1)
+            match = re.fullmatch(r"squeeze\.(\d\d)\.bias", key)
+            if match:
+                bias = state.pop(key)
+                conv = f"nodes.{match.group(1)}.conv.conv."
+                w3, b3 = state[conv + "weight"], state[conv + "bias"]
+                state[conv + "bias"] = b3 + (w3.double().sum((2, 3)) @ bias.double()).to(b3.dtype)
+        return state
 
     def init_disparity_bias(self, bias):
         for conv in self.disp_convs:

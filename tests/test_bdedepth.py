@@ -17,7 +17,7 @@ from datasets import kitti_utils
 from datasets import synthetic_world as sw
 from datasets.augment import (LocalCrop, PatchReshuffle, default_augmentations, local_grid,
                               reshuffle_split, unpermute)
-from layers import BackprojectDepth, Project3D, warp, zoom_camera
+from layers import BackprojectDepth, Project3D, disp_to_depth, warp, zoom_camera, zoom_camera_reference
 from losses import ReprojectionLoss, scale_invariant_log
 from methods import build_method
 from options import MonodepthOptions
@@ -27,6 +27,17 @@ from trainer import Trainer
 
 H, W = 96, 320
 FOLDER = f"{sw.DATE}/{sw.DATE}_drive_0001_sync"
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for one test (not the module-wide `one_thread`: this module's resume
+    tests compare in-process losses with a train.py subprocess's, bit for bit, at the default
+    thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _roll(x, rho_x, rho_y):
@@ -455,3 +466,272 @@ def test_the_baselines_option_checks_still_apply():
         MonodepthOptions().parse(["--method", "bdedepth", "--use_local_crop", "--v1_multiscale"])
     with pytest.raises(SystemExit, match="--srd_decoder_init kaiming applies to --depth_decoder srd only"):
         MonodepthOptions().parse(["--method", "srd", "--srd_decoder_init", "kaiming", "--depth_decoder", "monodepth2"])
+
+
+# ----------------------------------------------------------------------------- --reference_zoom_geometry
+# draws whose zoomed size W r x H r is whole (320 x 96 at r = 1.25, 1.5, 1.75), so that the released
+# pipeline's integer resize-crop and this code's exact window are the same window
+REF_DRAWS = [(1.25, 37, 11), (1.75, 201, 60)]  # (r, w0, h0): the window's first zoomed pixel
+
+
+def _released_grid(r, w0, h0):
+    """The released dataset's grid_local: the align_corners=True coordinates of the zoomed
+    image's pixels (meshgrid of linspace(-1, 1, W r), linspace(-1, 1, H r)), cropped at (w0, h0)."""
+    wr, hr = round(W * r), round(H * r)
+    gx, gy = np.meshgrid(np.linspace(-1, 1, wr), np.linspace(-1, 1, hr))
+    return np.stack([gx, gy])[:, h0:h0 + H, w0:w0 + W]
+
+
+def _zoom_batch():
+    """K per item (item 1: another focal length and an off-centre principal point), the crops
+    of REF_DRAWS in this code's terms (r, w0 / r, h0 / r) and the released grids."""
+    K = torch.eye(4).repeat(2, 1, 1)
+    K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2] = 0.58 * W, 1.92 * H, 0.5 * W, 0.5 * H
+    K[1, 0, 0], K[1, 1, 1], K[1, 0, 2], K[1, 1, 2] = 0.7 * W, 2.1 * H, 0.55 * W, 0.45 * H
+    crop = torch.tensor([[r, w0 / r, h0 / r] for r, w0, h0 in REF_DRAWS])
+    return K, crop, [_released_grid(*d) for d in REF_DRAWS]
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_reference_virtual_camera_is_built_from_the_sampling_grid():
+    """zoom_camera_reference = the released construction, recomputed here from its grid: centre
+    (g_x, g_y) = means of the grid's first and last entries, s = half the x span, focal lengths
+    of item 0 in image units, Rc = [[1, 0, -g_x / 2f_x], [0, 1, -g_y / 2f_y], [0, 0, s]]. It
+    differs from the exact camera by s = (W-1)/(W r-1) instead of 1/r, and, for item 1, by its
+    own K's focal length and principal point."""
+    K, crop, grids = _zoom_batch()
+    Rc = zoom_camera_reference(K, crop, H, W)
+    fx, fy = float(K[0, 0, 0]) / W, float(K[0, 1, 1]) / H
+    for b, g in enumerate(grids):
+        cx = (g[0, 0, -1] + g[0, 0, 0]) / 2
+        cy = (g[1, -1, 0] + g[1, 0, 0]) / 2
+        s = (g[0, 0, -1] - g[0, 0, 0]) / 2
+        expected = np.eye(4)
+        expected[:3, 2] = [-cx / (2 * fx), -cy / (2 * fy), s]
+        assert np.abs(Rc[b].numpy() - expected).max() < 1e-6, b
+        r = float(crop[b, 0])
+        assert abs(s - (W - 1) / (W * r - 1)) < 1e-12 and abs(s - 1 / r) > 1e-4
+    exact = zoom_camera(K, crop)
+    assert (Rc[:, 2, 2] - exact[:, 2, 2]).abs().min() > 1e-4
+    # item 0 (KITTI's centred K): the centre offsets differ by the half-pixel conventions only
+    assert (Rc[0, :2, 2] - exact[0, :2, 2]).abs().max() < 0.01
+    # item 1: the released construction uses item 0's focal lengths and no principal point
+    assert (Rc[1, :2, 2] - exact[1, :2, 2]).abs().max() > 0.05
+
+
+def _zoom_method(*extra):
+    method = build_method(_opt("--use_local_crop", *extra))
+    method.eval()
+    return method
+
+
+def _zoom_inputs(seed=0):
+    """A batch for local_view / consistency: REF_DRAWS's crops, a road-like disparity (depth
+    2-30 m), two poses (~0.5 m forward), and the zoomed view's disparity: the original depth
+    sampled at the crop, / r, with 2 % noise."""
+    g = torch.Generator().manual_seed(seed)
+    K, crop, grids = _zoom_batch()
+    inputs = {("K", 0): K, ("inv_K", 0): torch.linalg.inv(K), "crop_local": crop}
+    for f in (0, -1, 1):
+        inputs[("color_local", f, 0)] = torch.rand(2, 3, H, W, generator=g)
+    inputs[("color_local_aug", 0, 0)] = inputs[("color_local", 0, 0)]
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
+    disp = (0.006 + 0.04 * yy ** 2 + 0.004 * torch.sin(9 * xx))[None, None].repeat(2, 1, 1, 1)
+    disp = disp * (1 + 0.05 * torch.rand(2, 1, H, W, generator=g))
+    depth = disp_to_depth(disp, 0.1, 100.0)[1]
+    outputs = {("disp", 0): disp, ("depth", 0, 0): depth}
+    for f, tx in ((-1, 0.05), (1, -0.04)):
+        T = torch.eye(4).repeat(2, 1, 1)
+        T[:, 0, 3], T[:, 2, 3] = tx, -0.5 * f
+        T[1, 0, 2], T[1, 2, 0] = 0.02, -0.02
+        outputs[("cam_T_cam", 0, f)] = T
+    zoomed = F.grid_sample(depth, local_grid(crop, H, W), align_corners=False, padding_mode="border")
+    zoomed = zoomed / crop[:, 0, None, None, None] * (1 + 0.02 * torch.rand(2, 1, H, W, generator=g))
+    disp_local = (1 / zoomed - 1 / 100.0) / (1 / 0.1 - 1 / 100.0)  # the disparity giving that depth
+    return inputs, outputs, disp_local, grids
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_reference_zoom_warp_uses_the_released_virtual_camera():
+    """With --reference_zoom_geometry the zoomed view warps with Rc T Rc^-1 of the released
+    construction: its sampling grids equal a projection recomputed here (pixel p of the crop,
+    depth D: K Rc T Rc^-1 D K^-1 p, normalised with align_corners=True) within 1e-3 px; the
+    exact camera's grids differ from them (measured: 0.03-0.07 px for item 0's KITTI K at
+    320 x 96, 5-10 px for item 1's own K)."""
+    inputs, outputs, disp_local, grids = _zoom_inputs()
+    K, inv_K, crop = inputs[("K", 0)], inputs[("inv_K", 0)], inputs["crop_local"]
+    samples = {}
+    for flag in (True, False):
+        method = _zoom_method(*(["--reference_zoom_geometry"] if flag else []))
+        method.depth_of = lambda image: {("disp", 0): disp_local}
+        with torch.no_grad():
+            _, view_outputs = method.local_view(inputs, dict(outputs))
+        samples[flag] = {f: view_outputs[("sample", f, 0)] for f in (-1, 1)}
+    fx, fy = float(K[0, 0, 0]) / W, float(K[0, 1, 1]) / H
+    depth = disp_to_depth(disp_local, 0.1, 100.0)[1].double()
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64),
+                            indexing="ij")
+    p = torch.stack([xs.flatten(), ys.flatten(), torch.ones(H * W, dtype=torch.float64)])
+    scale = torch.tensor([(W - 1) / 2, (H - 1) / 2], dtype=torch.float64)
+    for b, g in enumerate(grids):
+        Rc = torch.eye(4, dtype=torch.float64)
+        gx, gy = (g[0, 0, -1] + g[0, 0, 0]) / 2, (g[1, -1, 0] + g[1, 0, 0]) / 2
+        Rc[:3, 2] = torch.tensor([-gx / (2 * fx), -gy / (2 * fy), (g[0, 0, -1] - g[0, 0, 0]) / 2])
+        Kb = K[b].double()
+        for f in (-1, 1):
+            T = Rc @ outputs[("cam_T_cam", 0, f)][b].double() @ torch.linalg.inv(Rc)
+            X = depth[b, 0].flatten() * (torch.linalg.inv(Kb)[:3, :3] @ p)
+            q = (Kb @ T)[:3, :3] @ X + (Kb @ T)[:3, 3:]
+            pix = (q[:2] / (q[2:] + 1e-7)).T.reshape(H, W, 2)
+            expected = pix / scale - 1
+            got = samples[True][f][b].double()
+            assert ((got - expected) * scale).abs().max() < 1e-3, (b, f)
+            moved = float(((samples[False][f][b].double() - expected) * scale).abs().max())
+            print(f"item {b}, frame {f}: exact camera's grid differs by up to {moved:.3f} px")
+            assert moved > (0.01 if b == 0 else 1.0), (b, f)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_reference_zoom_consistency_uses_the_rounded_window():
+    """With --reference_zoom_geometry the zoomed view's SI-log term is, recomputed here per item:
+    x0 = round(W (G_x[0] + 1) / 2), y0 = round(H (G_y[0] + 1) / 2), w = round(W / r),
+    h = round(H / r); the zoomed disparity resized bilinearly to h x w, as depth, times r, against
+    the original depth cropped at (y0, x0); SI-log with lambda 0.5, mean over the batch. It
+    differs from the default term (original depth sampled at the crop's pixel centres): for a
+    zoomed depth that is the original's with 2 % noise, 1.7e-4 against 0.8e-4."""
+    inputs, outputs, disp_local, grids = _zoom_inputs(seed=1)
+    crop = inputs["crop_local"]
+    expected = []
+    for b, g in enumerate(grids):
+        r = float(crop[b, 0])
+        x0, y0 = round(W * (g[0, 0, 0] + 1) / 2), round(H * (g[1, 0, 0] + 1) / 2)
+        w, h = round(W / r), round(H / r)
+        d = F.interpolate(disp_local[b:b + 1], [h, w], mode="bilinear", align_corners=False)
+        local = disp_to_depth(d, 0.1, 100.0)[1] * crop[b, 0]
+        original = disp_to_depth(outputs[("disp", 0)][b:b + 1, :, y0:y0 + h, x0:x0 + w], 0.1, 100.0)[1]
+        diff = (torch.log(local + 1e-8) - torch.log(original + 1e-8)).double()
+        n = h * w
+        expected.append(float((diff ** 2).sum() / n - 0.5 * diff.sum() ** 2 / n ** 2))
+    expected = sum(expected) / len(expected)
+    terms = {}
+    for flag in (True, False):
+        method = _zoom_method(*(["--reference_zoom_geometry"] if flag else []))
+        view_inputs = {"crop_local": crop}
+        view_outputs = {("disp", 0): disp_local, ("depth", 0, 0): disp_to_depth(disp_local, 0.1, 100.0)[1]}
+        with torch.no_grad():
+            terms[flag] = float(method.consistency("local", view_inputs, view_outputs, outputs))
+    print(f"SI-log: released window {terms[True]:.6f} (recomputed {expected:.6f}), exact window {terms[False]:.6f}")
+    assert abs(terms[True] - expected) < 1e-5 * expected
+    assert terms[True] > 1.5 * terms[False]
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_reference_window_stays_inside_at_the_far_edge():
+    """The released integer windows always fit; this code's exact window at the far edge
+    (u = 1) can round one pixel past it, and is moved back inside: over r in [1.2, 2] the window
+    fits, and only the far-edge draws move (by at most 1 pixel)."""
+    from methods.bdedepth import reference_window
+    moved = 0
+    for r in np.linspace(1.2, 2.0, 801):
+        for u in (0.0, 0.5, 1.0):
+            ox, oy = (W - W / r) * u, (H - H / r) * u
+            x0, y0, w, h = reference_window(r, ox, oy, H, W)
+            assert 0 <= x0 and x0 + w <= W and 0 <= y0 and y0 + h <= H
+            raw = round(W * r * ox / (W * r - 1)), round(H * r * oy / (H * r - 1))
+            assert 0 <= raw[0] - x0 <= 1 and 0 <= raw[1] - y0 <= 1
+            moved += (raw[0] != x0) + (raw[1] != y0)
+            if u < 1:
+                assert (raw[0], raw[1]) == (x0, y0)
+    assert moved > 0
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_reference_zoom_geometry_options():
+    """Both input paths (the geometry reads only the crop's (r, ox, oy) and K, which both give);
+    a step's loss with both views is finite and has the consistency term; refused without
+    --use_local_crop."""
+    for extra in ([], ["--fast_loader"]):
+        assert _opt("--use_local_crop", "--reference_zoom_geometry", *extra).reference_zoom_geometry
+    opt = _opt("--use_local_crop", "--use_patch_reshuffle", "--reference_zoom_geometry")
+    torch.manual_seed(2)
+    method = build_method(opt)
+    inputs = _views_batch(opt)
+    terms, logs = method.compute_losses(inputs, method(inputs))
+    assert set(terms) == {"reprojection", "smoothness", "consistency"}
+    assert all(torch.isfinite(v) for v in terms.values()) and float(logs["local/consistency"]) > 0
+    with pytest.raises(SystemExit, match="--reference_zoom_geometry changes the zoomed view of --use_local_crop"):
+        _opt("--reference_zoom_geometry")
+
+
+# ----------------------------------------------------------------------------- SyncBatchNorm under DDP
+PAPER_PRESETS = ("bdedepth_hrnet18_640x192", "bdedepth_resnet18_640x192", "bdedepth_resnet18_cityscapes_512x192",
+                 "bdedepth_hrnet18_nyuv2_384x288")
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_presets_ask_for_sync_batchnorm_with_several_processes():
+    """The released recipes convert BatchNorm to SyncBatchNorm whenever more than one process
+    runs: the paper presets say --sync_bn auto; the decision: auto and on convert with two
+    CUDA processes, nothing converts with one; on CPU, on stops and auto keeps BatchNorm with one
+    message; true / false (older opt.json files) read as on / off."""
+    from options import sync_bn_mode
+    from trainer import use_sync_batchnorm
+    for preset in PAPER_PRESETS:
+        assert MonodepthOptions().parse(["--config", preset]).sync_bn == "auto", preset
+    assert MonodepthOptions().parse(["--method", "bdedepth"]).sync_bn == "off"
+    assert MonodepthOptions().parse(["--method", "bdedepth", "--sync_bn"]).sync_bn == "on"
+    assert MonodepthOptions().parse(["--config", PAPER_PRESETS[0], "--sync_bn", "off"]).sync_bn == "off"
+    assert (sync_bn_mode(True), sync_bn_mode(False), sync_bn_mode(None)) == ("on", "off", "off")
+    said = []
+    for mode, world, device, expected in (("auto", 2, "cuda", True), ("on", 2, "cuda", True), ("off", 2, "cuda", False),
+                                          ("auto", 1, "cuda", False), ("on", 1, "cpu", False),
+                                          ("auto", 2, "cpu", False), ("auto", 1, "cpu", False)):
+        assert use_sync_batchnorm(mode, world, device, said.append) is expected, (mode, world, device)
+    assert len(said) == 1 and "2 processes on cpu" in said[0] and "plain BatchNorm" in said[0]
+    with pytest.raises(SystemExit, match="--sync_bn needs CUDA devices"):
+        use_sync_batchnorm("on", 2, "cpu")
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_sync_batchnorm_conversion_of_a_bdedepth_model():
+    """to_sync_batchnorm turns every BatchNorm layer of the method (encoder, context branch,
+    pose networks) into a SyncBatchNorm with the same parameters and statistics (no forward:
+    SyncBatchNorm runs on CUDA only)."""
+    from trainer import to_sync_batchnorm
+    torch.manual_seed(0)
+    method = build_method(_opt("--encoder", "resnet_context", "--depth_decoder", "grid"))
+    bns = {name: m for name, m in method.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    converted = to_sync_batchnorm(method)
+    syncs = {name: m for name, m in converted.named_modules() if isinstance(m, torch.nn.SyncBatchNorm)}
+    assert len(bns) > 40 and set(syncs) == set(bns)
+    assert "models.encoder.bn1" in syncs  # the context branch's BN
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in converted.modules())
+    after = converted.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+
+
+@pytest.mark.slow  # two processes building a Trainer: 16-19 s on the shared 2-core machine
+def test_sync_bn_auto_reaches_the_trainer_of_a_two_process_run(static_world, tmp_path):
+    """A 2-process gloo run (torchrun) of the real Trainer with a BDEdepth preset's --sync_bn
+    auto: the option arrives as auto, the Trainer decides plain BatchNorm on CPU and says so
+    once (rank 0), and the model under DDP holds BatchNorm layers and no SyncBatchNorm."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "record.json"
+    split = small_split(static_world, str(tmp_path / "split"), 4)
+    args = ["--config", "bdedepth_resnet18_640x192", "--data_path", static_world.out, "--split", split,
+            "--height", "64", "--width", "192", "--weights_init", "scratch", "--batch_size", "1",
+            "--num_workers", "0", "--log_dir", str(tmp_path), "--model_name", "m", "--no_cuda", "--no_progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(port), "tests/helpers/sync_bn_check.py", str(out), *args],
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record == {"world_size": 2, "sync_bn_option": "auto", "converted": False,
+                      "batchnorm": record["batchnorm"], "syncbatchnorm": 0, "ddp": True}
+    assert record["batchnorm"] > 40
+    assert (res.stdout + res.stderr).count("--sync_bn auto: 2 processes on cpu") == 1

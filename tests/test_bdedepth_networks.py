@@ -72,8 +72,9 @@ def test_resnet_context_gives_six_levels_at_strides_1_to_32():
 
 
 def test_context_branches_are_copies_of_the_first_convolution(hrnet):
-    """Equal tensors (not shared ones), and in eval mode the context feature sampled every
-    other pixel is exactly the stride-2 stem feature (same kernel, same centres)."""
+    """Equal tensors (not shared ones), and in eval mode, with the stem's BN statistics, the
+    context feature sampled every other pixel is exactly the stride-2 stem feature (same
+    kernel, same centres)."""
     hrnet = copy.deepcopy(hrnet)  # its BN statistics are changed below
     enc = ResnetContextEncoder(18, False).eval()
     pairs = [(hrnet.context_conv, hrnet.context_bn, hrnet.encoder.conv1, hrnet.encoder.bn1),
@@ -81,8 +82,8 @@ def test_context_branches_are_copies_of_the_first_convolution(hrnet):
     for conv, bn, conv1, bn1 in pairs:
         assert conv.stride == (1, 1) and conv1.stride == (2, 2) and conv.kernel_size == conv1.kernel_size
         assert torch.equal(conv.weight, conv1.weight) and conv.weight.data_ptr() != conv1.weight.data_ptr()
-        for key, value in bn1.state_dict().items():
-            assert torch.equal(bn.state_dict()[key], value), key
+        for key in ("weight", "bias"):
+            assert torch.equal(getattr(bn, key), getattr(bn1, key)), key
     # make BN statistics non-trivial, copy them, and compare the features
     with torch.no_grad():
         for m in (hrnet.encoder.bn1, enc.encoder.bn1):
@@ -95,6 +96,36 @@ def test_context_branches_are_copies_of_the_first_convolution(hrnet):
         for model in (hrnet, enc):
             context, stem = model(x)[:2]
             assert torch.allclose(context[:, :, ::2, ::2], stem, atol=1e-5)
+
+
+def test_context_bn_takes_the_stems_affine_terms_but_not_its_statistics(tmp_path):
+    """As the released code: the context branch built from an ImageNet-like stem (a weights
+    file whose bn1 holds non-trivial running statistics) copies conv1's weight and bn1's
+    weight and bias, and its BN keeps fresh statistics (mean 0, variance 1, 0 batches seen);
+    so in eval mode at init its feature is relu(gamma conv(x) + beta), not the stem's."""
+    import torchvision
+    torch.manual_seed(3)
+    state = torchvision.models.resnet18().state_dict()
+    state["bn1.running_mean"] = torch.rand(64) - 0.5
+    state["bn1.running_var"] = torch.rand(64) * 2 + 0.5
+    state["bn1.num_batches_tracked"] = torch.tensor(1000)
+    state["bn1.weight"] = torch.rand(64) + 0.5
+    state["bn1.bias"] = torch.rand(64) - 0.5
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    enc = ResnetContextEncoder(18, True, weights_file=str(path)).eval()
+    assert torch.equal(enc.encoder.bn1.running_mean, state["bn1.running_mean"])  # the stem got the file
+    assert torch.equal(enc.conv1.weight, state["conv1.weight"])
+    assert torch.equal(enc.bn1.weight, state["bn1.weight"]) and torch.equal(enc.bn1.bias, state["bn1.bias"])
+    assert torch.equal(enc.bn1.running_mean, torch.zeros(64)) and torch.equal(enc.bn1.running_var, torch.ones(64))
+    assert int(enc.bn1.num_batches_tracked) == 0
+    x = torch.rand(1, 3, 32, 64)
+    with torch.no_grad():
+        context = enc(x)[0]
+        conv = nn.functional.conv2d((x - 0.45) / 0.225, state["conv1.weight"], padding=3)
+        expected = torch.relu(conv / (1 + 1e-5) ** 0.5 * state["bn1.weight"][:, None, None]
+                              + state["bn1.bias"][:, None, None])
+    assert torch.allclose(context, expected, atol=1e-5)
 
 
 # ------------------------------------------------------------------ C19: grid decoder
@@ -219,8 +250,10 @@ def test_hrnet_weights_file_in_the_official_layout_loads(tmp_path, capsys):
     for k, v in own.items():
         assert torch.equal(v, official[k]), k
     assert torch.equal(enc.context_conv.weight, official["conv1.weight"])
-    for key in ("weight", "bias", "running_mean", "running_var"):
+    for key in ("weight", "bias"):  # the affine terms only, as the released code
         assert torch.equal(enc.context_bn.state_dict()[key], official[f"bn1.{key}"])
+    assert torch.equal(enc.context_bn.running_mean, torch.zeros(64))
+    assert torch.equal(enc.context_bn.running_var, torch.ones(64))
     # a file of another shape stops with the tensor named
     torch.save({"conv1.weight": torch.zeros(32, 3, 3, 3)}, path)
     with pytest.raises(SystemExit, match=r"conv1.weight: \(32, 3, 3, 3\) in the file, \(64, 3, 3, 3\) here"):

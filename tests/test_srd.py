@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import networks
@@ -24,6 +25,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the spec's channel lists (feature 0 at stride 2): ResNet-18, ResNet-50, MPViT-small, Swin-T
 CHANNELS = {"resnet18": [64, 64, 128, 256, 512], "resnet50": [64, 256, 512, 1024, 2048],
             "mpvit_small": [64, 128, 216, 288, 288], "swin_t": [64, 96, 192, 384, 768]}
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for one test (not the module-wide `one_thread`: this module's resume
+    tests compare in-process losses with a train.py subprocess's, bit for bit, at the default
+    thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _features(channels, batch, height, width):
@@ -339,6 +351,22 @@ def test_options_follow_the_paper_and_presets_parse():
         assert MonodepthOptions().parse(["--config", preset]).method == "srd"
     with pytest.raises(SystemExit, match="frame \\+1"):
         _method_opt("--frame_ids", "0", "-1")
+    with pytest.raises(SystemExit, match="multiview_reference checks the teacher against frame \\+1"):
+        _method_opt("--frame_ids", "0", "-1", "--distill_filter", "multiview_reference")
+
+
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("preset", ["srd_resnet18_640x192", "srd_resnet50_640x192", "srd_swin_t_640x192"])
+def test_kitti_presets_read_jpg_and_carry_the_released_png_flag_commented(preset, tmp_path):
+    """The released code reads .png frames: each KITTI preset reads .jpg by default and holds
+    `# png: true` as a line to uncomment, which then parses to --png."""
+    text = open(os.path.join(ROOT, "configs", preset + ".yaml")).read()
+    assert not MonodepthOptions().parse(["--config", preset]).png
+    lines = [line for line in text.splitlines() if line.startswith("# png: true")]
+    assert len(lines) == 1
+    path = tmp_path / "preset.yaml"
+    path.write_text(text.replace("# png: true", "png: true", 1))
+    assert MonodepthOptions().parse(["--config", str(path)]).png
 
 
 ITEMS_PER_EPOCH = 8  # 4 steps of 2: three epochs in a few seconds
@@ -446,8 +474,8 @@ def test_teacher_of_a_compiled_student_runs_its_own_weights():
 
 def test_kaiming_init_keeps_the_decoder_features_alive():
     """--srd_decoder_init kaiming: the disparity features F0-F3 of a fresh decoder keep a
-    useful scale (PyTorch's default init shrinks them to std 0.02-0.09 from unit-scale
-    features; Kaiming gives 0.15-0.66, measured over 6 seeds), the offsets still start at
+    useful scale (PyTorch's default init shrinks them to std 0.02-0.08 from unit-scale
+    features; Kaiming gives 0.15-0.65, measured over 6 seeds), the offsets still start at
     zero and the disparity biases keep --disp_bias_init."""
     opt = _method_opt("--srd_decoder_init", "kaiming", "--disp_bias_init", "-3")
     ch = CHANNELS["resnet18"]
@@ -465,3 +493,191 @@ def test_kaiming_init_keeps_the_decoder_features_alive():
     decoder = networks.build_depth_decoder(opt, ch)
     assert all(float(h.offset.weight.abs().max()) == 0 for h in decoder.offset_heads)
     assert all(float(c.conv.bias) == -3 for c in decoder.disp_convs)
+
+
+# ----------------------------------------------------------------------------- fidelity with the released decoder
+# parameters of the released decoder that its forward pass uses, on ResNet-18 features (it also
+# holds four unused uncertainty heads and four unused up-convolutions)
+RELEASED_USED_PARAMETERS_R18 = 6_097_295
+
+
+class _ConvGate(nn.Module):
+    """The channel-attention gate as earlier versions of the project built it: 1x1 convs."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Conv2d(c, c // 16, 1, bias=False), nn.ReLU(), nn.Conv2d(c // 16, c, 1, bias=False))
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.fc(F.adaptive_avg_pool2d(x, 1)))
+
+
+def _earlier_layout(decoder, seed=0):
+    """`decoder` turned into the earlier layout (squeeze convs with a bias, 1x1-conv gates),
+    with random squeeze biases and gates."""
+    g = torch.Generator().manual_seed(seed)
+    for node, conv in list(decoder.squeeze.items()):
+        old = nn.Conv2d(conv.in_channels, conv.out_channels, 1)
+        with torch.no_grad():
+            old.weight.copy_(conv.weight)
+            old.bias.copy_(0.5 * torch.randn(conv.out_channels, generator=g))
+        decoder.squeeze[node] = old
+    for adapter in decoder.adapters:
+        c = adapter.conv.in_channels
+        adapter.attention = _ConvGate(c)
+        for m in adapter.attention.fc:
+            if isinstance(m, nn.Conv2d):
+                with torch.no_grad():
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2 / m.out_channels) ** 0.5)
+    return decoder
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_squeeze_convs_have_no_bias_as_the_released_decoder():
+    """The three squeeze 1x1 convs (nodes 02, 12, 03) have no bias: 256 parameters fewer than
+    with one, and the decoder's count on ResNet-18 features is the released decoder's used count."""
+    decoder = SRDDecoder(CHANNELS["resnet18"])
+    assert sorted(decoder.squeeze) == ["02", "03", "12"]
+    assert all(conv.bias is None for conv in decoder.squeeze.values())
+    count = sum(p.numel() for p in decoder.parameters())
+    assert count == RELEASED_USED_PARAMETERS_R18
+    earlier = _earlier_layout(SRDDecoder(CHANNELS["resnet18"]))
+    assert sum(p.numel() for p in earlier.parameters()) - count == 256
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_earlier_decoder_weights_load_with_the_same_outputs(tmp_path):
+    """A depth.pth of the earlier layout (squeeze biases, 1x1-conv gates of shape (out, in, 1, 1))
+    loads strictly through the method's weight adaptation: the bias is folded into the next
+    conv and the gates reshaped, and the disparities and offsets are those of the earlier
+    network (float32 rounding: 6e-8 at most over 5 seeds)."""
+    from methods import build_method
+    torch.manual_seed(0)
+    method = build_method(_method_opt())
+    earlier = _earlier_layout(SRDDecoder(CHANNELS["resnet18"]), seed=1).eval()
+    state = earlier.state_dict()
+    assert state["squeeze.02.bias"].shape == (64,) and state["adapters.0.attention.fc.0.weight"].dim() == 4
+    torch.save(state, tmp_path / "depth.pth")
+    torch.save(method.models["encoder"].state_dict(), tmp_path / "encoder.pth")
+    assert method.load_weights(str(tmp_path), ["encoder", "depth"], strict=True) == ["encoder", "depth"]
+    decoder = method.models["depth"].eval()
+    feats = [torch.relu(torch.randn(1, c, 64 // 2 ** (i + 1), 96 // 2 ** (i + 1))) for i, c in
+             enumerate(CHANNELS["resnet18"])]
+    with torch.no_grad():
+        before, after = earlier(feats), decoder(feats)
+    for key in before:
+        assert torch.allclose(before[key], after[key], atol=1e-6, rtol=0), key
+    # the biases mattered: dropping them instead of folding changes the output
+    dropped = SRDDecoder(CHANNELS["resnet18"]).eval()
+    plain = {k: v for k, v in SRDDecoder.upgrade_state_dict(state).items()}
+    for node in ("02", "12", "03"):
+        plain[f"nodes.{node}.conv.conv.bias"] = state[f"nodes.{node}.conv.conv.bias"]
+    dropped.load_state_dict(plain)
+    with torch.no_grad():
+        assert (dropped(feats)[("disp", 0)] - before[("disp", 0)]).abs().max() > 1e-3
+
+
+def _linear_default_bound(layer):
+    return 1 / math.sqrt(layer.weight.shape[1])  # kaiming_uniform(a=sqrt(5)): U(-1/sqrt(fan_in), +)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_default_init_is_pytorchs_default_everywhere_as_the_released_code():
+    """--srd_decoder_init default: every gate is an nn.Linear with PyTorch's default init,
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (std 1/sqrt(3 fan_in)); every other conv too (the
+    released code's Kaiming loop touches none of them). kaiming: the gates are Kaiming-normal
+    (fan_out, ReLU gain): std sqrt(2 / fan_out). Tolerance: the std of U(-b, b) estimated from
+    n weights has a relative spread sqrt(0.2 / n), a normal's sqrt(1 / 2n); 5 spreads (n >= 256)."""
+    decoder = networks.build_depth_decoder(_method_opt(), CHANNELS["resnet18"])
+    kaiming = networks.build_depth_decoder(_method_opt("--srd_decoder_init", "kaiming"), CHANNELS["resnet18"])
+    gates, ratios = 0, []
+    for adapter, k_adapter in zip(decoder.adapters, kaiming.adapters):
+        for layer, k_layer in zip(adapter.attention.fc, k_adapter.attention.fc):
+            if not isinstance(layer, nn.Linear):
+                continue
+            gates += 1
+            w, n = layer.weight.detach(), layer.weight.numel()
+            bound = _linear_default_bound(layer)
+            assert w.abs().max() <= bound
+            assert abs(float(w.std()) * math.sqrt(3) / bound - 1) < 5 * math.sqrt(0.2 / n), (float(w.std()), bound)
+            expected_kaiming = math.sqrt(2 / k_layer.weight.shape[0])  # fan_out = out features
+            k_w = k_layer.weight.detach()
+            assert abs(float(k_w.std()) / expected_kaiming - 1) < 5 / math.sqrt(2 * n)
+            ratios.append(float(k_w.std() / w.std()))
+    assert gates == 8
+    # kaiming / default std: sqrt(96) ~ 9.8 for C -> C/16, sqrt(6 / 16) ~ 0.61 for C/16 -> C
+    assert all(r > 7 for r in ratios[0::2]) and all(0.45 < r < 0.8 for r in ratios[1::2]), ratios
+    for name, m in decoder.named_modules():
+        w = m.weight.detach() if isinstance(m, nn.Conv2d) else None
+        if w is not None and w.abs().max() > 0:  # the offset heads' last conv starts at 0
+            fan_in = w[0].numel()
+            assert w.abs().max() <= 1 / math.sqrt(fan_in), name
+            if w.numel() >= 4096:
+                assert abs(float(w.std()) * math.sqrt(3 * fan_in) - 1) < 0.05, name
+
+
+# ----------------------------------------------------------------------------- the released filter rule
+def _filter_case():
+    """Two images: a 12 m wall with a near block (2.6 m) on the left, seen from a camera that
+    moves ~2 m forward: 40 % of the pixels leave frame +1."""
+    H, W = 48, 64
+    K, inv_K = _camera(H, W, 2)
+    g = torch.Generator().manual_seed(0)
+    depth = torch.full((2, 1, H, W), 12.0, dtype=torch.float64)
+    depth[..., :10] = 2.6
+    depth = depth * (1 + 0.03 * torch.rand(2, 1, H, W, generator=g, dtype=torch.float64))
+    T = torch.cat([_pose(tx=-0.3, tz=-2.2), _pose(tx=0.4, tz=-2.0, yaw=0.02)])
+    depth_src = depth * (1 + 0.1 * torch.rand(2, 1, H, W, generator=g, dtype=torch.float64))
+    return depth, depth_src, T, K, inv_K
+
+
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("factor", [1.0, 0.5])
+def test_reference_filter_rule_keeps_out_of_view_pixels_below_the_mean(factor):
+    """--distill_filter multiview_reference: no in-view test; an out-of-view pixel reads depth
+    0 in frame +1 and is kept where its relative error is below factor x the image's mean over
+    all its pixels, recomputed here per image in float64 NumPy (zero outside the image)."""
+    depth, depth_src, T, K, inv_K = _filter_case()
+    args = (depth.float(), depth_src.float(), T.float(), K.float(), inv_K.float(), factor)
+    reference = distillation_mask(*args, in_view_test=False)[:, 0].numpy().astype(bool)
+    ours = distillation_mask(*args)[:, 0].numpy().astype(bool)
+    _, in_view = multiview_consistency(*args[:5])
+    out = ~in_view[:, 0].numpy()
+    rel = _numpy_reference(depth.numpy(), depth_src.numpy(), T.numpy(), K.numpy())
+    expected = rel < factor * rel.mean((1, 2), keepdims=True)
+    near_threshold = np.abs(rel / (factor * rel.mean((1, 2), keepdims=True)) - 1) < 1e-4
+    assert (reference != expected)[~near_threshold].sum() == 0
+    assert 0.3 < out.mean() < 0.5
+    assert reference[out].sum() > 100 and not ours[out].any()  # kept by the released rule only
+    assert (expected[out] == False).sum() > 100  # noqa: E712  out-of-view pixels above the mean stay out
+    assert np.array_equal(reference[~out], ours[~out])  # the rules differ only out of view
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_method_uses_the_reference_rule_when_asked():
+    """SRD's forward with --distill_filter multiview_reference gives the rule without the in-view
+    test on the teacher's depths of frames 0 and +1; the default gives it with the test."""
+    from methods import build_method
+    inputs = _batch()
+    torch.manual_seed(0)
+    method = build_method(_method_opt("--distill_filter", "multiview_reference"))
+    with torch.no_grad():  # a 5 cm sideways step (the teacher's depths are ~0.2 m): columns leave frame +1
+        method.models["pose"].net[3].bias[3] = 5.0
+    method.train()
+    method.on_epoch_end(0)
+    with torch.no_grad():
+        depths = method.teacher_depths(torch.cat([inputs[("color_aug", 0, 0)], inputs[("color_aug", 1, 0)]]))
+    masks = {}
+    for rule in ("multiview_reference", "multiview"):
+        method.opt.distill_filter = rule
+        with torch.no_grad():
+            outputs = method(inputs)
+        T = outputs[("cam_T_cam", 0, 1)].float()
+        for scale in method.opt.scales:
+            expected = distillation_mask(depths[scale][:2], depths[scale][2:], T, inputs[("K", 0)],
+                                         inputs[("inv_K", 0)], in_view_test=rule == "multiview")
+            assert torch.equal(outputs[("distill_mask", scale)], expected), (rule, scale)
+        masks[rule] = outputs[("distill_mask", 0)]
+    assert (masks["multiview_reference"] >= masks["multiview"]).all()
+    print("pixels kept by the released rule only:", int((masks["multiview_reference"] != masks["multiview"]).sum()))
+    assert (masks["multiview_reference"] != masks["multiview"]).sum() > 20
