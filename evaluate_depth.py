@@ -94,7 +94,8 @@ def parse_args(argv=None):
     g.add_argument("--output_json", "--json", type=str, metavar="FILE", help="also write the metrics to this JSON file")
     g = p.add_argument_group("system")
     g.add_argument("--batch_size", type=int, default=16, help="images per forward pass")
-    g.add_argument("--num_workers", type=int, default=4, help="data loader workers")
+    g.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data loader workers (default: 4, or fewer where there are fewer CPU cores)")
     g.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
     for test_set in TEST_SETS.values():
         test_set.add_options(p)

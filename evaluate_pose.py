@@ -62,7 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--data_path", default="kitti_odom", help="KITTI odometry root (sequences/, poses/)")
     p.add_argument("--png", action="store_true", help="read .png images (default .jpg)")
     p.add_argument("--batch_size", type=int, default=16, help="pairs per forward pass")
-    p.add_argument("--num_workers", type=int, default=4, help="data loader workers")
+    p.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data loader workers (default: 4, or fewer where there are fewer CPU cores)")
     p.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
     return p.parse_args(argv)
 

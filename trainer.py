@@ -281,8 +281,13 @@ class Trainer:
     def _build_loaders(self):
         opt = self.opt
         if not os.path.isdir(opt.data_path):
-            raise SystemExit(f"--data_path {opt.data_path}: no such folder (the root of the images; see "
-                             "the README for the layout)")
+            from options import PROJECT_DIR
+            hint = "the root of the images; see docs/kitti.md for the layout"
+            if os.path.abspath(opt.data_path) == os.path.join(PROJECT_DIR, "kitti_data"):  # the default
+                hint = ("KITTI is not there; without it, write the built-in synthetic world with python -m "
+                        "synthetic_world --out synthetic_data and train with --data_path synthetic_data --split "
+                        "synthetic --png (or a synthetic_* preset)")
+            raise SystemExit(f"--data_path {opt.data_path}: no such folder ({hint})")
         split_dir = resolve_split_dir(opt.split, opt.data_path)
         train_file = os.path.join(split_dir, "train_files.txt")
         val_dir = resolve_split_dir(opt.val_split, opt.data_path) if opt.val_split else split_dir
@@ -316,6 +321,10 @@ class Trainer:
             raise SystemExit(f"{train_file} has {len(self.train_dataset)} items, fewer than "
                              f"--batch_size {opt.batch_size} x {self.world_size} processes")
         workers = opt.num_workers
+        cores = os.cpu_count() or 1
+        if workers > cores:  # more would only queue (and PyTorch warns at every loader)
+            self._print(f"-> --num_workers {workers}: this machine has {cores} CPU cores, using {cores}")
+            workers = cores
         # the loaders' own generator: creating an iterator must not draw from the global RNG,
         # or a resumed run's random stream would be shifted
         loader_rng = torch.Generator()
@@ -625,7 +634,11 @@ class Trainer:
                 self.best = value
                 self.save_model("weights_best")
                 atomic_write_bytes(os.path.join(self.models_dir, "best.json"), json.dumps(record).encode())
-        self._print(f"-> epoch {self.epoch} validation ({self.protocol.name}): "
+        if getattr(opt, "odom_train_seqs", None):
+            split = "odometry sequences " + " ".join(opt.odom_val_seqs or opt.odom_train_seqs)
+        else:
+            split = os.path.basename(os.path.normpath(opt.val_split or opt.split)) + " split"
+        self._print(f"-> epoch {self.epoch} validation ({split}, {self.protocol.name} protocol): "
                     + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics
 

@@ -50,7 +50,6 @@ MNET_MODELS = ("m_encoder", "reg3d", "up")
 SNETS = {"hrnet": ("hrnet18_raw", "msf"), "resnet": ("resnet", "monodepth2")}
 MNET_OPTIONS = ("num_depth_bins", "schedule_type", "reg3d_c", "norm_radius", "adaptive_range", "depth_bin_fac",
                 "delta_fac", "convex_up", "matching_ids")
-MIN_DISP, MAX_DISP = 0.01, 10.0  # MNet's smoothness normalises 1/d over [0.01, 10] (depth 0.1-100)
 
 
 class MISMBase(Monodepth2):
@@ -325,7 +324,10 @@ class MISMTeacher(MISMBase):
         snet_smooth = opt.disparity_smoothness * smoothness_loss(outputs[("disp", 0)], inputs[("color", 0, 0)])
         # (b) MNet: min over sources, plain mean; smoothness of the normalised disparity
         mnet = outputs["mnet_errors"].min(1)[0].mean()
-        norm_disp = (1 / outputs["mnet_depth"] - MIN_DISP) / (MAX_DISP - MIN_DISP)
+        # normalised over the disparity range of --min_depth / --max_depth: the released code's [0.01, 10]
+        # with the default 0.1 / 100 (it wrote those constants), and the same role for another range
+        min_disp, max_disp = 1 / opt.max_depth, 1 / opt.min_depth
+        norm_disp = (1 / outputs["mnet_depth"] - min_disp) / (max_disp - min_disp)
         mnet_smooth = opt.multi_frame_disparity_smoothness * smoothness_loss(norm_disp, inputs[("color", 0, 0)])
         terms = {"reprojection": snet, "smoothness": snet_smooth, "mnet_reprojection": mnet,
                  "mnet_smoothness": mnet_smooth}
