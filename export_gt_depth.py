@@ -24,7 +24,7 @@ from utils import atomic_numpy_save
 
 
 def export_gt_depths(data_path, split, gt_source=None, lidar_convention="monodepth2", progress=True):
-    split_dir = resolve_split_dir(split)
+    split_dir = resolve_split_dir(split, data_path)
     lines = read_split_file(os.path.join(split_dir, "test_files.txt"))
     if gt_source is None:
         gt_source = "improved" if os.path.basename(os.path.normpath(split_dir)) == "eigen_benchmark" else "velodyne"
