@@ -1,0 +1,514 @@
+"""Does each paper's method beat its baseline here? Every method's synthetic preset from one
+shared pretrained start, the same examples seen, several seeds; each run scored on the test
+drive at its best validation epoch, with each paper's mechanism measured against the
+world's true depth (benchmarks/diagnostics.py).
+
+    python benchmarks/compare_methods.py                      # the full comparison (README: its time)
+    python benchmarks/compare_methods.py --jobs 2             # two trainings at once, one core each
+    python benchmarks/compare_methods.py --rows monodepth2_mono srd --seeds 0 1 2
+    python benchmarks/compare_methods.py --quick              # 1 seed, 2 rows, a few steps (a test)
+    python benchmarks/compare_methods.py --device cuda --height 192 --width 640   # on a GPU
+
+Before the runs it writes what they need once: the comparison's world (moving objects and an
+odometry tree; drives 0-2 train, 3 validates, 4 tests), its ground truth, the Depth Hints,
+and the shared start (benchmarks/pretrain_encoder.py; --imagenet_weights uses real ImageNet
+weights instead; --scratch starts from random weights).
+
+Under --out (runs/compare): presets/<row>.yaml (each row's exact options), runs/<row>_s<seed>/
+(a training run, its evaluation eval.json and diagnostics diag.json), and the summary:
+results.json and results.csv (one line per run), table.md (mean +- std over seeds, the
+difference to the row's baseline with its std), compare.png (one bar per row with the seeds'
+spread, and the validation curves). Run again with the same options, it continues where it
+stopped: a finished run is read back, a killed one resumes.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+WORLD_DRIVES = 5  # 0-2 train, 3 validates, 4 tests (synthetic_world's split rule for 3+ drives)
+ODOM_TRAIN, ODOM_VAL, ODOM_TEST = ["00", "01", "02"], ["03"], ["04"]
+
+
+@dataclass
+class Row:
+    name: str
+    paper: str
+    preset: str
+    overrides: dict = field(default_factory=dict)
+    baseline: str = None  # the row this one is compared with
+    scoring: str = "mono"  # mono: median scaling; stereo: the stereo model's fixed factor; metric
+    kind: str = "raw"  # raw: KITTI raw tree (synthetic split); odom: the odometry tree
+    stage2: tuple = None  # (preset, overrides) of a second stage that starts from this one (MISM)
+
+
+ROWS = [
+    Row("monodepth2_mono", "Monodepth2 (mono)", "synthetic_mono"),
+    Row("monodepth2_stereo", "Monodepth2 (stereo)", "synthetic_quickstart", scoring="stereo"),
+    Row("depth_hints", "Depth Hints", "synthetic_quickstart", {"use_depth_hints": True},
+        baseline="monodepth2_stereo", scoring="stereo"),
+    Row("srd", "SRD", "synthetic_srd", baseline="monodepth2_mono"),
+    Row("bdedepth", "BDEdepth", "synthetic_bdedepth", baseline="bdedepth_no_aug"),
+    Row("bdedepth_no_crop", "BDEdepth without resizing-cropping", "synthetic_bdedepth",
+        {"use_local_crop": False}, baseline="bdedepth_no_aug"),
+    Row("bdedepth_no_reshuffle", "BDEdepth without splitting-permuting", "synthetic_bdedepth",
+        {"use_patch_reshuffle": False}, baseline="bdedepth_no_aug"),
+    Row("bdedepth_no_aug", "BDEdepth's networks, neither augmentation", "synthetic_bdedepth",
+        {"use_local_crop": False, "use_patch_reshuffle": False}, baseline="monodepth2_mono"),
+    Row("manydepth", "ManyDepth", "synthetic_manydepth", baseline="monodepth2_mono"),
+    Row("mism", "MISM (teacher -> student)", "synthetic_mism_teacher", baseline="monodepth2_mono",
+        stage2=("synthetic_mism_student", {})),
+    Row("dynamic_mf", "Dynamic-scene multi-frame (CCF)", "synthetic_dynamic_mf", baseline="dynamic_mf_no_fusion",
+        scoring="metric", kind="odom"),
+    Row("dynamic_mf_mono_guide_multi", "Dynamic-scene, mono guides multi only", "synthetic_dynamic_mf",
+        {"fusion": "mono_guide_multi"}, baseline="dynamic_mf_no_fusion", scoring="metric", kind="odom"),
+    Row("dynamic_mf_multi_guide_mono", "Dynamic-scene, multi guides mono only", "synthetic_dynamic_mf",
+        {"fusion": "multi_guide_mono"}, baseline="dynamic_mf_no_fusion", scoring="metric", kind="odom"),
+    Row("dynamic_mf_no_fusion", "Dynamic-scene, no fusion", "synthetic_dynamic_mf", {"fusion": "none"},
+        scoring="metric", kind="odom"),
+]
+QUICK_ROWS = ["monodepth2_mono", "srd"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", help="where everything is written (default runs/compare; --quick: runs/compare_quick)")
+    p.add_argument("--rows", nargs="+", choices=[r.name for r in ROWS], help="rows to run (default: all)")
+    p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default 0 1 2; --quick: 0)")
+    p.add_argument("--epochs", type=int, default=3,
+                   help="epochs of the raw rows (drives 0-2: 348 items each); the odometry rows see as many examples")
+    p.add_argument("--height", type=int, default=96)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--world", help="the comparison's world, written if absent (default synthetic_bench; "
+                   "--quick: a small one under --out)")
+    p.add_argument("--pretrained", help="the shared start, written by benchmarks/pretrain_encoder.py if absent "
+                   "(default runs/pretrained_synthetic; --quick: a short one under --out)")
+    p.add_argument("--imagenet_weights", help="start from this torchvision ResNet-18 ImageNet file instead")
+    p.add_argument("--scratch", action="store_true", help="start every run from random weights")
+    p.add_argument("--jobs", type=int, default=1, help="trainings at once (threads are shared among them)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--quick", action="store_true",
+                   help=f"rows {' and '.join(QUICK_ROWS)}, seed 0, --quick_steps steps each, a small world and a "
+                        "short pretraining: checks the whole pipeline")
+    p.add_argument("--quick_steps", type=int, default=200, help="training steps of each --quick run")
+    p.add_argument("--no_diagnostics", action="store_true", help="skip the mechanism diagnostics")
+    p.add_argument("--summary_only", action="store_true", help="only rebuild the summary from finished runs")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rows = args.rows or QUICK_ROWS
+        args.seeds = args.seeds or [0]
+        args.out = args.out or os.path.join("runs", "compare_quick")
+        args.world = args.world or os.path.join(args.out, "world")
+        args.pretrained = args.pretrained or os.path.join(args.out, "start")
+    args.seeds = args.seeds or [0, 1, 2]
+    args.out = args.out or os.path.join("runs", "compare")
+    args.world = args.world or "synthetic_bench"
+    args.pretrained = args.pretrained or os.path.join("runs", "pretrained_synthetic")
+    return args
+
+
+def rows_of(args):
+    rows = [r for r in ROWS if not args.rows or r.name in args.rows]
+    return rows
+
+
+def run(command, log=None, threads=None, check=True):
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+        env["MKL_NUM_THREADS"] = str(threads)
+    with open(log, "a") if log else open(os.devnull, "w") as out:
+        out.write(f"\n$ {' '.join(command)}\n")
+        out.flush()
+        result = subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if check and result.returncode:
+        raise RuntimeError(f"{' '.join(command[1:3])} ... failed (exit {result.returncode}); see {log}")
+    return result.returncode
+
+
+# ---------------------------------------------------------------------------------- preparation
+def world_paths(args):
+    world = os.path.abspath(args.world)
+    return {"raw": world, "odom": os.path.join(world, "odometry"), "split": os.path.join(world, "splits", "synthetic"),
+            "hints": os.path.join(world, f"depth_hints_{args.width}x{args.height}")}
+
+
+def prepare(args):
+    """The world, its ground truth, Depth Hints, and the shared start (each once)."""
+    from datasets import synthetic_world as sw
+    paths = world_paths(args)
+    os.makedirs(args.out, exist_ok=True)
+    if not sw.world_exists(paths["raw"]):
+        print(f"-> writing the comparison's world {paths['raw']}")
+        size = dict(frames=14, height=128, width=416) if args.quick else {}
+        sw.generate(sw.Config(out=paths["raw"], drives=WORLD_DRIVES, seed=0, moving_objects=True, odometry=True,
+                              **size), progress=False)
+    if not os.path.isfile(os.path.join(paths["split"], "gt_depths.npz")):
+        run([sys.executable, "export_gt_depth.py", "--data_path", paths["raw"], "--split", paths["split"]],
+            os.path.join(args.out, "prepare.log"))
+    if any(r.overrides.get("use_depth_hints") for r in rows_of(args)) and not os.path.isdir(paths["hints"]):
+        lines = []
+        for name in ("train_files.txt", "val_files.txt", "test_files.txt"):
+            with open(os.path.join(paths["split"], name)) as f:
+                lines += [line for line in f.read().splitlines() if line.strip()]
+        listing = os.path.join(args.out, "hint_files.txt")
+        with open(listing, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        run([sys.executable, "precompute_depth_hints.py", "--data_path", paths["raw"], "--filenames", listing,
+             "--save_path", paths["hints"], "--png", "--height", str(args.height), "--width", str(args.width)],
+            os.path.join(args.out, "prepare.log"))
+    if args.scratch:
+        return None
+    if args.imagenet_weights:
+        folder = os.path.join(args.out, "imagenet_start")
+        run([sys.executable, "benchmarks/pretrain_encoder.py", "--imagenet", "--imagenet_weights",
+             args.imagenet_weights, "--out", folder], os.path.join(args.out, "prepare.log"))
+        return os.path.abspath(folder)
+    command = [sys.executable, "benchmarks/pretrain_encoder.py", "--out", args.pretrained, "--no_progress"]
+    command += ["--height", str(args.height), "--width", str(args.width)]
+    if args.quick:
+        command += ["--epochs", "1", "--drives", "3", "--frames", "8", "--world_size", "128", "416",
+                    "--max_steps", str(min(args.quick_steps, 20)), "--world", os.path.join(args.out, "pretrain_world"),
+                    "--log_dir", os.path.join(args.out, "pretrain_runs")]
+    print(f"-> the shared start: {' '.join(command[1:])}")
+    run(command, os.path.join(args.out, "prepare.log"))
+    return os.path.abspath(args.pretrained)
+
+
+def train_items(args):
+    with open(os.path.join(world_paths(args)["split"], "train_files.txt")) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def row_preset(args, row, preset, overrides, start, seed, name):
+    """The options of one training as a preset file (what ran is on record)."""
+    from options import read_preset
+    cfg, _ = read_preset(preset)
+    paths = world_paths(args)
+    cfg.update(overrides)
+    cfg.update(height=args.height, width=args.width, seed=seed, log_dir=os.path.join(os.path.abspath(args.out), "runs"),
+               model_name=name, num_workers=1 if args.jobs > 1 else cfg.get("num_workers", 1),
+               keep_weights=0 if cfg.get("method") == "srd" else 1)  # SRD's diagnostics read its teacher's epoch
+    if row.kind == "raw":
+        cfg.update(data_path=paths["raw"], split="synthetic", num_epochs=args.epochs)
+        # the presets' schedules scaled to the budget, as their recipes: the LR step and
+        # ManyDepth's freeze at 75 % of the epochs (monodepth2: 15 of 20)
+        for key in ("scheduler_step_size", "freeze_teacher_epoch"):
+            if key in cfg:
+                cfg[key] = max(int(0.75 * args.epochs + 0.5), 1)
+        if cfg.get("use_depth_hints"):
+            cfg["depth_hint_path"] = paths["hints"]
+    else:  # the odometry rows: the same examples as the raw rows, in their own items
+        cfg.update(data_path=paths["odom"], odom_train_seqs=ODOM_TRAIN, odom_val_seqs=ODOM_VAL,
+                   val_max_per_seq=16)
+        cfg.pop("split", None)
+        cfg["max_steps"] = args.epochs * train_items(args) // cfg.get("batch_size", 4)
+        cfg["num_epochs"] = 1000  # max_steps ends it
+        keyframes = sum(max(len(os.listdir(os.path.join(paths["odom"], "sequences", seq, "image_2"))) - 10, 0)
+                        for seq in ODOM_TRAIN)  # keyframes 5 .. N-6 of each training sequence
+        epochs = cfg["max_steps"] / max(keyframes // cfg.get("batch_size", 4), 1)
+        if "scheduler_step_size" in cfg:
+            cfg["scheduler_step_size"] = max(int(0.75 * epochs + 0.5), 1)
+    if start:
+        cfg["pretrained_encoder"] = start
+        cfg.pop("weights_init", None)
+    if args.device == "cpu":
+        cfg["no_cuda"] = True
+    if args.quick:
+        cfg.update(max_steps=args.quick_steps, num_epochs=2 if row.kind == "raw" else 1000, log_frequency=1000)
+    folder = os.path.join(args.out, "presets")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{name}.yaml")
+    import yaml
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------- one run
+def train(args, preset_path, run_dir, name, log, threads):
+    if os.path.isfile(os.path.join(run_dir, "trained.json")):
+        return
+    command = [sys.executable, "train.py", "--no_progress"]
+    if os.path.isfile(os.path.join(run_dir, "state", "last.pt")):
+        command += ["--resume", "--log_dir", os.path.dirname(run_dir), "--model_name", name]
+    else:
+        if os.path.isdir(run_dir):
+            shutil.rmtree(run_dir)  # stopped before its first state: nothing to keep
+        command += ["--config", preset_path]
+    started = time.time()
+    run(command, log, threads)
+    with open(os.path.join(run_dir, "trained.json"), "w") as f:
+        json.dump({"seconds": time.time() - started}, f)
+
+
+def evaluate(args, row, run_dir, log, threads):
+    out = os.path.join(run_dir, "eval.json")
+    if os.path.isfile(out):
+        return
+    paths = world_paths(args)
+    weights = os.path.join(run_dir, "models", "weights_best")
+    if not os.path.isdir(weights):
+        weights = os.path.join(run_dir, "models", "last")
+    command = [sys.executable, "evaluate_depth.py", "--load_weights_folder", weights, "--num_workers", "1",
+               "--json", out]
+    if row.kind == "raw":
+        command += ["--eval_split", "synthetic", "--data_path", paths["raw"], "--png", "--eval_moving_objects",
+                    "--eval_stereo" if row.scoring == "stereo" else "--eval_mono"]
+    else:
+        command += ["--odom_path", paths["odom"], "--odom_test_seqs"] + ODOM_TEST + ["--eval_dynamic",
+                                                                                     "--odom_pose_source", "dvso"]
+    if args.device == "cpu":
+        command.append("--no_cuda")
+    run(command, log, threads)
+
+
+def diagnose(args, row, run_dir, log, threads):
+    out = os.path.join(run_dir, "diag.json")
+    if os.path.isfile(out) or args.no_diagnostics:
+        return
+    paths = world_paths(args)
+    command = [sys.executable, "benchmarks/diagnostics.py", "--run", run_dir, "--data_path",
+               paths["raw"] if row.kind == "raw" else paths["odom"], "--json", out]
+    if row.kind == "odom":
+        command += ["--odom_test_seqs"] + ODOM_TEST
+    if args.device == "cpu":
+        command.append("--no_cuda")
+    run(command, log, threads)
+
+
+def run_row(args, row, seed, start, threads):
+    """Train (both stages for a two-stage row), evaluate and diagnose one (row, seed)."""
+    name = f"{row.name}_s{seed}"
+    runs = os.path.join(args.out, "runs")
+    os.makedirs(runs, exist_ok=True)
+    log = os.path.join(args.out, "logs", f"{name}.log")
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    run_dir = os.path.join(runs, name)
+    if row.stage2:  # stage 1 for half the epochs, stage 2 for the rest, from stage 1's best weights
+        first, second = math.ceil(args.epochs / 2), args.epochs // 2
+        sub = argparse.Namespace(**dict(vars(args), epochs=first))
+        stage1 = f"{name}_stage1"
+        preset = row_preset(sub, row, row.preset, row.overrides, start, seed, stage1)
+        train(args, preset, os.path.join(runs, stage1), stage1, log, threads)
+        teacher = os.path.abspath(os.path.join(runs, stage1, "models", "weights_best"))
+        if not os.path.isdir(teacher):  # a stage 1 that never validated (--quick)
+            teacher = os.path.realpath(os.path.join(runs, stage1, "models", "last"))
+        sub = argparse.Namespace(**dict(vars(args), epochs=second))
+        preset2, overrides2 = row.stage2
+        preset = row_preset(sub, row, preset2, dict(overrides2, teacher_weights_folder=teacher), start, seed, name)
+    else:
+        preset = row_preset(args, row, row.preset, row.overrides, start, seed, name)
+    started = time.time()
+    train(args, preset, run_dir, name, log, threads)
+    evaluate(args, row, run_dir, log, threads)
+    diagnose(args, row, run_dir, log, threads)
+    from training.checkpoints import prune_weight_folders
+    models = os.path.join(run_dir, "models")
+    last = os.path.basename(os.path.realpath(os.path.join(models, "last")))
+    prune_weight_folders(models, 1, protect=last)  # weights_best and the last epoch stay
+    print(f"-> {name}: done ({(time.time() - started) / 60:.1f} min)", flush=True)
+
+
+# ---------------------------------------------------------------------------------- summary
+MAIN_METRICS = ("abs_rel", "a1")
+
+
+def read_run(args, row, seed):
+    """One run's numbers: the main output's whole-image and moving-object metrics, other
+    outputs, the validation curve, the diagnostics."""
+    run_dir = os.path.join(args.out, "runs", f"{row.name}_s{seed}")
+    path = os.path.join(run_dir, "eval.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        result = json.load(f)
+    records = result.get("results", [result])
+    record = {"row": row.name, "seed": seed}
+    for r in records:
+        output = r.get("output") or "main"
+        region = r.get("region") or "all"
+        if region == "dynamic":
+            region = "moving_objects"
+        prefix = "" if (output == records[0].get("output") or output == "main") else f"{output}/"
+        prefix += "" if region == "all" else "moving/"
+        for metric in MAIN_METRICS + ("rmse",):
+            if metric in r:
+                record[prefix + metric] = r[metric]
+    curve = []
+    metrics_file = os.path.join(run_dir, "metrics.jsonl")
+    if os.path.isfile(metrics_file):
+        with open(metrics_file) as f:
+            curve = [json.loads(line) for line in f if line.strip()]
+    record["val_curve"] = [c.get("abs_rel") for c in curve]
+    best = os.path.join(run_dir, "models", "best.json")
+    if os.path.isfile(best):
+        with open(best) as f:
+            record["best_epoch"] = json.load(f).get("epoch")
+    diag = os.path.join(run_dir, "diag.json")
+    if os.path.isfile(diag):
+        with open(diag) as f:
+            record["diagnostics"] = json.load(f)
+    trained = os.path.join(run_dir, "trained.json")
+    if os.path.isfile(trained):
+        with open(trained) as f:
+            record["train_seconds"] = json.load(f)["seconds"]
+    return record
+
+
+def mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, s
+
+
+def fmt(m, s, digits=3):
+    return "-" if m is None else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def summarize(args):
+    rows = rows_of(args)
+    records = [r for row in rows for seed in args.seeds for r in [read_run(args, row, seed)] if r]
+    by_row = {}
+    for r in records:
+        by_row.setdefault(r["row"], {})[r["seed"]] = r
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(records, f, indent=1)
+    keys = sorted({k for r in records for k, v in r.items() if isinstance(v, (int, float))} - {"seed"})
+    with open(os.path.join(args.out, "results.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row", "seed"] + keys)
+        for r in records:
+            writer.writerow([r["row"], r["seed"]] + [r.get(k, "") for k in keys])
+    lines = [f"| row | paper | seeds | abs_rel | a1 | moving: abs_rel | vs | Δ abs_rel (paired) | best epochs |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        runs = by_row.get(row.name, {})
+        if not runs:
+            continue
+        cells = [fmt(*mean_std([r.get(m) for r in runs.values()])) for m in ("abs_rel", "a1", "moving/abs_rel")]
+        delta, vs = "-", "-"
+        base = by_row.get(row.baseline, {})
+        paired = [runs[s].get("abs_rel") - base[s].get("abs_rel") for s in runs if s in base
+                  and runs[s].get("abs_rel") is not None and base[s].get("abs_rel") is not None]
+        if paired:
+            vs = row.baseline
+            delta = fmt(*mean_std(paired)) + f" (n={len(paired)})"
+        best = ",".join(str(runs[s].get("best_epoch", "?")) for s in sorted(runs))
+        lines.append(f"| {row.name} | {row.paper} | {len(runs)} | {cells[0]} | {cells[1]} | {cells[2]} | {vs} | "
+                     f"{delta} | {best} |")
+    extra = summarize_variants(rows, by_row)
+    diag = summarize_diagnostics(rows, by_row)
+    text = "\n".join(lines) + ("\n\n" + extra if extra else "") + ("\n\n" + diag if diag else "") + "\n"
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(text)
+    print(text)
+    plot(args, rows, by_row)
+    return records
+
+
+def summarize_variants(rows, by_row):
+    """Other outputs of a run (a multi-frame method's single-frame network; the mono branch)."""
+    lines = []
+    for row in rows:
+        runs = by_row.get(row.name, {})
+        names = sorted({k.split("/")[0] for r in runs.values() for k in r if k.count("/") >= 1
+                        and not k.startswith("moving/") and k.split("/")[-1] in MAIN_METRICS})
+        for name in names:
+            cells = [fmt(*mean_std([r.get(f"{name}/{m}") for r in runs.values()]))
+                     for m in ("abs_rel", "a1")] + [fmt(*mean_std([r.get(f"{name}/moving/abs_rel")
+                                                                 for r in runs.values()]))]
+            lines.append(f"| {row.name} | {name} | {' | '.join(cells)} |")
+    if not lines:
+        return ""
+    return "\n".join(["| row | other output | abs_rel | a1 | moving: abs_rel |", "|---|---|---|---|---|"] + lines)
+
+
+def summarize_diagnostics(rows, by_row):
+    lines = []
+    for row in rows:
+        runs = by_row.get(row.name, {})
+        values = {}
+        for r in runs.values():
+            for k, v in (r.get("diagnostics") or {}).items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    values.setdefault(k, []).append(v)
+        for k, v in values.items():
+            lines.append(f"| {row.name} | {k} | {fmt(*mean_std(v))} | {len(v)} |")
+    if not lines:
+        return ""
+    return "\n".join(["| row | diagnostic | mean ± std over seeds | seeds |", "|---|---|---|---|"] + lines)
+
+
+def plot(args, rows, by_row):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    shown = [r for r in rows if by_row.get(r.name)]
+    if not shown:
+        return
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(14, 5))
+    for i, row in enumerate(shown):
+        values = [r.get("abs_rel") for r in by_row[row.name].values() if r.get("abs_rel") is not None]
+        if not values:
+            continue
+        m, s = mean_std(values)
+        bars.bar(i, m, yerr=s, capsize=3, color="C0" if row.kind == "raw" else "C1")
+        bars.scatter([i] * len(values), values, color="k", s=8, zorder=3)
+        for r in by_row[row.name].values():
+            curve = [v for v in r.get("val_curve", []) if v is not None]
+            if curve:
+                curves.plot(range(len(curve)), curve, color=f"C{i % 10}", alpha=0.7,
+                            label=row.name if r is next(iter(by_row[row.name].values())) else None)
+    bars.set_xticks(range(len(shown)))
+    bars.set_xticklabels([r.name for r in shown], rotation=60, ha="right", fontsize=8)
+    bars.set_ylabel("test abs_rel (mean ± std, dots: seeds)")
+    bars.set_title("test drive, best validation epoch (odometry rows: metric)")
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("validation abs_rel")
+    curves.set_yscale("log")
+    curves.set_title("validation curves, every seed")
+    curves.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "compare.png"), dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.time()
+    if not args.summary_only:
+        start = prepare(args)
+        threads = max((os.cpu_count() or 1) // max(args.jobs, 1), 1)
+        tasks = [(row, seed) for seed in args.seeds for row in rows_of(args)]
+        with ThreadPoolExecutor(max(args.jobs, 1)) as pool:
+            futures = [pool.submit(run_row, args, row, seed, start, threads) for row, seed in tasks]
+            errors = []
+            for (row, seed), future in zip(tasks, futures):
+                try:
+                    future.result()
+                except Exception as e:  # the others go on; the summary shows what finished
+                    errors.append(f"{row.name} seed {seed}: {e}")
+        for e in errors:
+            print(f"-> failed: {e}")
+    summarize(args)
+    print(f"-> {args.out}: table.md, results.json, results.csv, compare.png "
+          f"({(time.time() - started) / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
