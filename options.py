@@ -373,6 +373,16 @@ def options_for_inference(saved, overrides=None):
     return opt
 
 
+def missing_data_hint(data_path):
+    """What to say when --data_path does not exist: the layout, or, for the default path (KITTI
+    not downloaded), how to run on the built-in synthetic world instead."""
+    if os.path.abspath(data_path) == os.path.join(PROJECT_DIR, "kitti_data"):
+        return ("KITTI is not there; without it, write the built-in synthetic world with python -m synthetic_world "
+                "--out synthetic_data and train with --data_path synthetic_data --split synthetic --png, or a "
+                "synthetic_* preset")
+    return "the root of the images; see docs/kitti.md for the layout"
+
+
 def resolve_split_dir(split, data_path=None):
     """A split given as a folder path, a name under splits/, or a name under
     <data_path>/splits/ (the synthetic world writes its splits there)."""

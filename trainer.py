@@ -26,7 +26,7 @@ from datasets.fast_loader import collate_items, fill_cache
 from datasets.mono_dataset import ItemError, check_first_item
 from evaluation import DEPTH_METRIC_NAMES, PROTOCOLS
 from methods import build_method, method_class
-from options import read_split_file, resolve_split_dir, sync_bn_mode
+from options import missing_data_hint, read_split_file, resolve_split_dir, sync_bn_mode
 from training import checkpoints
 from training.logger import RunLogger
 from training.sampler import EpochSampler, distributed_context  # noqa: F401 (re-exported)
@@ -281,13 +281,7 @@ class Trainer:
     def _build_loaders(self):
         opt = self.opt
         if not os.path.isdir(opt.data_path):
-            from options import PROJECT_DIR
-            hint = "the root of the images; see docs/kitti.md for the layout"
-            if os.path.abspath(opt.data_path) == os.path.join(PROJECT_DIR, "kitti_data"):  # the default
-                hint = ("KITTI is not there; without it, write the built-in synthetic world with python -m "
-                        "synthetic_world --out synthetic_data and train with --data_path synthetic_data --split "
-                        "synthetic --png (or a synthetic_* preset)")
-            raise SystemExit(f"--data_path {opt.data_path}: no such folder ({hint})")
+            raise SystemExit(f"--data_path {opt.data_path}: no such folder ({missing_data_hint(opt.data_path)})")
         split_dir = resolve_split_dir(opt.split, opt.data_path)
         train_file = os.path.join(split_dir, "train_files.txt")
         val_dir = resolve_split_dir(opt.val_split, opt.data_path) if opt.val_split else split_dir
@@ -307,6 +301,7 @@ class Trainer:
             if generated:
                 self._barrier()
         train_file, val_file = recorded.get("train", train_file), recorded.get("val", val_file)
+        self.val_file = os.path.relpath(val_file) if not os.path.relpath(val_file).startswith("..") else val_file
         self.train_dataset = self._make_dataset(read_split_file(train_file), True, train_file)
         self.val_dataset = self._make_dataset(read_split_file(val_file), False, val_file)
         for dataset in (self.train_dataset, self.val_dataset):
@@ -634,11 +629,8 @@ class Trainer:
                 self.best = value
                 self.save_model("weights_best")
                 atomic_write_bytes(os.path.join(self.models_dir, "best.json"), json.dumps(record).encode())
-        if getattr(opt, "odom_train_seqs", None):
-            split = "odometry sequences " + " ".join(opt.odom_val_seqs or opt.odom_train_seqs)
-        else:
-            split = os.path.basename(os.path.normpath(opt.val_split or opt.split)) + " split"
-        self._print(f"-> epoch {self.epoch} validation ({split}, {self.protocol.name} protocol): "
+        self._print(f"-> epoch {self.epoch} validation ({len(self.val_dataset)} items of {self.val_file}, "
+                    f"{self.protocol.name} protocol): "
                     + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics
 

@@ -193,7 +193,7 @@ def _train_args(world, log_dir, preset, *extra):
     return ["--config", preset, "--data_path", world.out, "--split", split, "--height", "64", "--width", "192",
             "--batch_size", "2", "--num_epochs", "2", "--num_workers", "0", "--log_dir", str(log_dir),
             "--model_name", "m", "--log_frequency", "1000", "--no_progress", "--no_cuda", "--keep_weights", "0",
-            "--deterministic", *extra]
+            "--deterministic", "--snet", "hrnet", *extra]  # the papers' HRNet-18 SNet (the presets use ResNet-18)
 
 
 @pytest.fixture(scope="module")
