@@ -144,6 +144,10 @@ def add_shared_options(p):
     g.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"],
                    help="mixed precision for the networks (geometry and losses stay float32)")
     g.add_argument("--channels_last", action="store_true", help="channels-last memory format")
+    g.add_argument("--profile", action="store_true",
+                   help="write <log_dir>/<model_name>/profile.json: seconds per phase of the run (imports, "
+                        "checks, datasets, workers, data wait, steps, logging, validation, saving; see "
+                        "benchmarks/run_breakdown.py)")
     g.add_argument("--compile", action="store_true", help="torch.compile every network")
     g.add_argument("--fast_loader", action="store_true",
                    help="workers read one pre-resized uint8 image per frame; flip, pyramid and "
@@ -182,7 +186,7 @@ def build_parser(method_cls=None):
 
 # options a resumed run may change (the rest are the run's own, restored from its opt.json)
 RESUME_OVERRIDES = ("resume", "log_dir", "model_name", "num_epochs", "max_steps", "data_path", "num_workers",
-                    "log_frequency", "save_frequency", "state_frequency", "keep_weights", "no_progress",
+                    "profile", "log_frequency", "save_frequency", "state_frequency", "keep_weights", "no_progress",
                     "no_cuda", "cache_dir", "skip_bad_items", "max_nonfinite")
 
 

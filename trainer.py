@@ -29,6 +29,7 @@ from methods import build_method, method_class
 from options import missing_data_hint, read_split_file, resolve_split_dir, sync_bn_mode
 from training import checkpoints
 from training.logger import RunLogger
+from training.profile import TIMELINE
 from training.sampler import EpochSampler, distributed_context  # noqa: F401 (re-exported)
 from utils import atomic_write_bytes, seed_everything, set_tf32
 
@@ -142,6 +143,7 @@ class Trainer:
         if opt.load_weights_folder and not opt.resume and not os.path.isdir(os.path.expanduser(opt.load_weights_folder)):
             raise SystemExit(f"--load_weights_folder {opt.load_weights_folder}: no such folder")
         self._build_loaders()
+        networks_started = time.perf_counter()
         self.method = build_method(opt).to(self.device)
         if opt.channels_last:
             self.method.to(memory_format=torch.channels_last)
@@ -155,12 +157,14 @@ class Trainer:
             for model in self.method.models.values():
                 model.compile()
         self.model = self.method
+        TIMELINE.add("networks", time.perf_counter() - networks_started)
         if self.world_size > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=self.method.find_unused_parameters)
 
-        self.optimizer = self._build_optimizer()
+        with TIMELINE.phase("optimiser"):
+            self.optimizer = self._build_optimizer()
         if opt.load_weights_folder and not opt.resume:
             checkpoints.load_optimizer_state(self.optimizer, os.path.expanduser(opt.load_weights_folder),
                                              self.group_lrs, self._print)
@@ -301,15 +305,18 @@ class Trainer:
             if generated:
                 self._barrier()
         train_file, val_file = recorded.get("train", train_file), recorded.get("val", val_file)
+        datasets_started = time.perf_counter()
         self.val_file = os.path.relpath(val_file) if not os.path.relpath(val_file).startswith("..") else val_file
         self.train_dataset = self._make_dataset(read_split_file(train_file), True, train_file)
         self.val_dataset = self._make_dataset(read_split_file(val_file), False, val_file)
         for dataset in (self.train_dataset, self.val_dataset):
             check_first_item(dataset)
             dataset.errors_as_items = True
+        TIMELINE.add("datasets", time.perf_counter() - datasets_started)
         if opt.cache_dir and opt.fast_loader and self.is_main:
-            for dataset, name in ((self.train_dataset, "train"), (self.val_dataset, "val")):
-                fill_cache(dataset, opt.num_workers, f"caching {name} images", opt.no_progress)
+            with TIMELINE.phase("cache"):
+                for dataset, name in ((self.train_dataset, "train"), (self.val_dataset, "val")):
+                    fill_cache(dataset, opt.num_workers, f"caching {name} images", opt.no_progress)
         self._barrier()
         self.protocol = PROTOCOLS[self.val_dataset.eval_protocol]
         if len(self.train_dataset) < opt.batch_size * self.world_size:
@@ -380,6 +387,8 @@ class Trainer:
             with self.stop:
                 self._train_epochs()
             self._print(self.summary_line())
+            if getattr(opt, "profile", False) and self.is_main:
+                TIMELINE.write(os.path.join(self.log_path, "profile.json"))
         except KeyboardInterrupt:
             self._print("-> interrupted: saving a resumable state (continue with --resume)")
             self.save_state()
@@ -486,7 +495,10 @@ class Trainer:
                    desc=f"epoch {self.epoch}", unit="batch", disable=opt.no_progress or not self.is_main,
                    dynamic_ncols=True)
         batch_idx = self.start_batch
+        waiting = time.perf_counter()  # the wait for each batch (the first: worker start included)
         for inputs in self.train_loader:
+            TIMELINE.add("first_batch" if batch_idx == self.start_batch else "data_wait", time.perf_counter() - waiting)
+            computing = time.perf_counter()
             before = time.time()
             step, lr = self.step, self.optimizer.param_groups[0]["lr"]
             inputs, outputs, loss, terms, logs = self.process_batch(inputs)
@@ -506,6 +518,8 @@ class Trainer:
             self.step += 1
             batch_idx += 1
             self.start_batch = batch_idx
+            TIMELINE.add("step", time.perf_counter() - computing)
+            logging = time.perf_counter()
             now = time.time()
             duration = now - before
             self.step_times.append(now - (self.last_step_end or before))  # with the wait for data
@@ -527,12 +541,14 @@ class Trainer:
                     logs = dict(logs, **{f"terms/{k}": v.detach() for k, v in terms.items()})
                     self.log("train", inputs, outputs, loss, logs, step)
                     self.val(step)
+            TIMELINE.add("logging", time.perf_counter() - logging)
             if opt.state_frequency and self.step % opt.state_frequency == 0:
                 self.save_state()
             if self.done():
                 bar.close()
                 return batch_idx >= len(self.train_loader) + self.train_sampler.start_batch
             self._stop_if_asked()
+            waiting = time.perf_counter()
         bar.close()
         return True
 
@@ -588,6 +604,10 @@ class Trainer:
         self.method.train()
 
     def validate_epoch(self):
+        with TIMELINE.phase("validation"):
+            return self._validate_epoch()
+
+    def _validate_epoch(self):
         """Depth metrics over the whole validation split (rank 0) under its dataset's
         protocol, logged to TensorBoard and metrics.jsonl; the best epoch by --best_metric
         is kept as weights_best/."""
@@ -668,6 +688,10 @@ class Trainer:
     # ------------------------------------------------------------------ weights and state
     def save_model(self, name=None):
         """Weight folder models/weights_<epoch> (or `name`) with its opt.json."""
+        with TIMELINE.phase("saving"):
+            return self._save_model(name)
+
+    def _save_model(self, name=None):
         folder = checkpoints.save_weight_folder(self.method, self.optimizer,
                                                 os.path.join(self.models_dir, name or f"weights_{self.epoch}"),
                                                 self.opt)
@@ -680,6 +704,10 @@ class Trainer:
 
     def save_state(self):
         """Everything needed to continue exactly, written atomically (see checkpoints)."""
+        with TIMELINE.phase("saving"):
+            return self._save_state()
+
+    def _save_state(self):
         if not self.is_main or getattr(self, "_saved_step", None) == (self.epoch, self.step):
             return None
         self._saved_step = (self.epoch, self.step)
