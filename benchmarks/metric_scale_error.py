@@ -1,8 +1,8 @@
 """How well the road plane recovers a monocular model's metric scale (test_simple.py
 --metric_from_camera_height), against true depth.
 
-    python benchmarks/metric_scale.py --load_weights_folder W --data_path WORLD [--split synthetic]
-    python benchmarks/metric_scale.py --load_weights_folder W --kitti_sample ../shared/data/kitti_real_sample
+    python benchmarks/metric_scale_error.py --load_weights_folder W --data_path WORLD [--split synthetic]
+    python benchmarks/metric_scale_error.py --load_weights_folder W --kitti_sample ../shared/data/kitti_real_sample
 
 Per image: the model's depth at its input size, the road plane fitted in its lower 30 % with
 K (metric_scale.scale_from_camera_height, camera 1.65 m above the road), s_est = 1.65 / the
@@ -179,7 +179,7 @@ def main(argv=None):
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     method = load_for_inference(args.load_weights_folder, device)
     if tuple(method.inference_frames) != (0,):
-        raise SystemExit("benchmarks/metric_scale.py measures single-frame models")
+        raise SystemExit("benchmarks/metric_scale_error.py measures single-frame models")
     print(f"-> {type(method).__name__} {method.opt.width}x{method.opt.height} from {args.load_weights_folder}; "
           f"camera {args.camera_height} m above the road")
     table, notes, record = [], [], {}
