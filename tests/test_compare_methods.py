@@ -1,5 +1,6 @@
-"""benchmarks/compare_methods.py --quick end to end (a small world, a short shared start, two
-rows, one seed), the summary's numbers from its runs, and resuming a killed comparison."""
+"""benchmarks/compare_methods.py: the summary's numbers from finished runs (default suite), and
+--quick end to end (a small world, a short shared start, two rows, one seed) with resuming a
+killed comparison (slow: ~2 minutes)."""
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ def quick(tmp_path_factory):
     shutil.rmtree(out, ignore_errors=True)  # worlds, runs and weights (the suite's disk peak)
 
 
+@pytest.mark.slow
 def test_quick_comparison_writes_the_table_the_plot_and_the_diagnostics(quick):
     out, res = quick
     for name in ("table.md", "results.json", "results.csv", "compare.png"):
@@ -52,6 +54,7 @@ def test_quick_comparison_writes_the_table_the_plot_and_the_diagnostics(quick):
     assert "pretrained_encoder:" in preset and "seed: 0" in preset
 
 
+@pytest.mark.slow
 def test_a_second_call_reuses_finished_runs_and_resumes_a_killed_one(quick):
     out, _ = quick
     # a run killed before its evaluation: its evaluation and diagnostics are redone, nothing retrained
@@ -63,3 +66,42 @@ def test_a_second_call_reuses_finished_runs_and_resumes_a_killed_one(quick):
     assert (out / "runs" / "monodepth2_mono_s0" / "eval.json").stat().st_mtime_ns == before
     log = (out / "logs" / "srd_s0.log").read_text()
     assert log.count("train.py") == 1  # trained once: the finished training was read back
+
+
+def _fake_run(out, name, abs_rel, a1, moving, curve, best_epoch, diag):
+    run = out / "runs" / name
+    (run / "models").mkdir(parents=True)
+    results = [{"abs_rel": abs_rel, "a1": a1, "rmse": 1.0},
+               {"region": "dynamic", "abs_rel": moving, "a1": 0.5, "rmse": 2.0}]
+    (run / "eval.json").write_text(json.dumps({"results": results}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"abs_rel": c}) + "\n" for c in curve))
+    (run / "models" / "best.json").write_text(json.dumps({"epoch": best_epoch}))
+    (run / "diag.json").write_text(json.dumps(diag))
+
+
+def test_summary_of_finished_runs_has_mean_std_and_paired_differences(tmp_path):
+    import compare_methods
+    # two seeds of the baseline and of SRD; a third SRD seed without its baseline is not paired
+    _fake_run(tmp_path, "monodepth2_mono_s0", 0.20, 0.70, 0.40, [0.3, 0.2], 1, {"scale_spread": 0.1})
+    _fake_run(tmp_path, "monodepth2_mono_s1", 0.30, 0.60, 0.50, [0.4, 0.3], 1, {"scale_spread": 0.3})
+    _fake_run(tmp_path, "srd_s0", 0.15, 0.80, 0.35, [0.2, 0.15], 1, {"scale_spread": 0.2})
+    _fake_run(tmp_path, "srd_s1", 0.27, 0.65, 0.45, [0.3, 0.27], 1, {"scale_spread": 0.2})
+    _fake_run(tmp_path, "srd_s2", 0.90, 0.10, 0.95, [0.9], 0, {})
+    args = compare_methods.parse_args(["--out", str(tmp_path), "--rows", "monodepth2_mono", "srd",
+                                       "--seeds", "0", "1", "2", "--summary_only"])
+    records = compare_methods.summarize(args)
+    assert len(records) == 5
+    table = (tmp_path / "table.md").read_text()
+    base = next(l for l in table.splitlines() if l.startswith("| monodepth2_mono |"))
+    # mean 0.25, sample std sqrt(((0.05)^2 * 2) / 1) = 0.0707
+    assert "| 2 | 0.250 ± 0.071 | 0.650 ± 0.071 | 0.450 ± 0.071 |" in base
+    srd = next(l for l in table.splitlines() if l.startswith("| srd |"))
+    # three seeds: mean (0.15 + 0.27 + 0.90) / 3 = 0.44; paired over seeds 0 and 1: -0.05, -0.03
+    assert "| 3 | 0.440 ± 0.403 |" in srd
+    assert "| monodepth2_mono | -0.040 ± 0.014 (n=2) | 1,1,0 |" in srd
+    assert "| srd | scale_spread | 0.200 ± 0.000 | 2 |" in table
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("row,seed,") and len(rows) == 6
+    assert (tmp_path / "compare.png").stat().st_size > 1000
+    by = {(r["row"], r["seed"]): r for r in json.loads((tmp_path / "results.json").read_text())}
+    assert by[("srd", 1)]["val_curve"] == [0.3, 0.27] and by[("srd", 1)]["moving/abs_rel"] == 0.45
