@@ -116,12 +116,25 @@ def ours(args, log_dir, index):
                                        if k != "wall"}}
 
 
+def reference_copy(args, log_dir):
+    """A copy of the reference checkout whose eigen_zhou split is ours (its --split accepts only
+    its own split names); the checkout itself is left as it was."""
+    copy = os.path.join(log_dir, "reference_checkout")
+    if not os.path.isdir(copy):
+        shutil.copytree(args.reference, copy, ignore=shutil.ignore_patterns(".git", "assets", "*.pyc"))
+        target = os.path.join(copy, "splits", "eigen_zhou")
+        shutil.rmtree(target, ignore_errors=True)
+        source = split_dir(args)
+        os.makedirs(target)
+        for name in ("train_files.txt", "val_files.txt"):
+            shutil.copy(os.path.join(source, name), target)
+    return copy
+
+
 def reference(args, log_dir, index):
-    """The reference's train.py on the same split (copied into its splits/ folder)."""
-    split_name = "breakdown_split"
-    target = os.path.join(args.reference, "splits", split_name)
-    if not os.path.isdir(target):
-        shutil.copytree(split_dir(args), target)
+    """The reference's train.py on the same split (in a copy of the checkout: reference_copy)."""
+    split_name = "eigen_zhou"
+    checkout = reference_copy(args, log_dir)
     name = f"reference_{index}"
     command = [sys.executable, "train.py", "--data_path", os.path.abspath(args.data_path), "--split", split_name,
                "--height", str(args.height), "--width", str(args.width), "--batch_size", str(args.batch_size),
@@ -132,7 +145,7 @@ def reference(args, log_dir, index):
     env = dict(os.environ)
     if args.reference_pythonpath:
         env["PYTHONPATH"] = args.reference_pythonpath + os.pathsep + env.get("PYTHONPATH", "")
-    wall, lines = timed_lines(command, args.reference, env)
+    wall, lines = timed_lines(command, checkout, env)
     return outside_phases(wall, lines)
 
 
