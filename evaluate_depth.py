@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from evaluation import DEPTH_METRIC_NAMES, TEST_SETS
-from evaluation.protocols import LazyMaps
+from evaluation.families import FAMILY_METRIC_NAMES, family_metrics, parse_metric_families
+from evaluation.protocols import LazyMaps, Unavailable
 from utils import set_tf32
 
 
@@ -92,6 +93,10 @@ def parse_args(argv=None):
     g.add_argument("--no_eval", action="store_true", help="predict (and save) only")
     g.add_argument("--eval_out_dir", type=str, help="where predictions are written (default: the weights folder)")
     g.add_argument("--output_json", "--json", type=str, metavar="FILE", help="also write the metrics to this JSON file")
+    g.add_argument("--metrics", default="eigen", metavar="FAMILIES",
+                   help="metric families, comma-separated: eigen (always), pointcloud (Chamfer, F-score and IoU at "
+                        "0.1/0.2 m; needs the test set's intrinsics), edges (depth-edge accuracy and completeness; "
+                        "needs dense ground truth), all (default: eigen)")
     g = p.add_argument_group("system")
     g.add_argument("--batch_size", type=int, default=16, help="images per forward pass")
     g.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
@@ -104,6 +109,7 @@ def parse_args(argv=None):
         add_method_options_help(p)
         p.print_help()
         raise SystemExit(0)
+    args.metric_families = parse_metric_families(args.metrics)
     args.method_overrides, unknown = method_inference_options(args.load_weights_folder, unknown)
     ignored = ignorable_training_flags(unknown)
     if ignored:
@@ -299,6 +305,16 @@ def score(args, test_set, disps, out_dir, output=None):
         print(f" Scaling ratios | med: {med:0.3f} | std: {np.std(ratios / med):0.3f}")
         result.update(ratio_median=float(med), ratio_std=float(np.std(ratios / med)))
     print_table(metrics, test_set.protocol.metric_names)
+    for family in getattr(args, "metric_families", ("eigen",))[1:]:
+        try:
+            values, count = family_metrics(family, test_set, disps, gts, factor, median, image_ratios,
+                                           test_set.extra_masks())
+        except Unavailable as e:
+            print(f"   {family} metrics skipped for {test_set.name}: {e}")
+            continue
+        print(f"   {family} metrics ({count} images)", end="")
+        print_table(values, FAMILY_METRIC_NAMES[family])
+        metrics = {**metrics, **values, f"{family}_images": count}
     records = [{**result, **metrics}]
     for region, masks in test_set.region_masks().items():
         extra = test_set.extra_masks()
