@@ -26,7 +26,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from evaluation import DEPTH_METRIC_NAMES, TEST_SETS
-from evaluation.protocols import LazyMaps
+from evaluation.families import FAMILY_METRIC_NAMES, family_metrics, parse_metric_families
+from evaluation.protocols import LazyMaps, Unavailable
+from evaluation.robustness import (CorruptedDataset, dee, parse_corruptions, parse_severities, reference_from_json,
+                                   reference_from_scores, summarise)
 from utils import set_tf32
 
 
@@ -92,6 +95,19 @@ def parse_args(argv=None):
     g.add_argument("--no_eval", action="store_true", help="predict (and save) only")
     g.add_argument("--eval_out_dir", type=str, help="where predictions are written (default: the weights folder)")
     g.add_argument("--output_json", "--json", type=str, metavar="FILE", help="also write the metrics to this JSON file")
+    g.add_argument("--metrics", default="eigen", metavar="FAMILIES",
+                   help="metric families, comma-separated: eigen (always), pointcloud (Chamfer, F-score and IoU at "
+                        "0.1/0.2 m; needs the test set's intrinsics), edges (depth-edge accuracy and completeness; "
+                        "needs dense ground truth), all (default: eigen)")
+    g = p.add_argument_group("robustness (the inputs corrupted as KITTI-C / RoboDepth do)")
+    g.add_argument("--corruptions", metavar="all|NAME[,NAME]",
+                   help="also score every test set with its input images corrupted: all (18) or names, e.g. "
+                        "gaussian_noise,fog; a table per corruption (mean over the severities), the mean, mRR")
+    g.add_argument("--severity", nargs="+", metavar="N",
+                   help="severity levels 0-5 averaged per corruption (0: the clean image; default: 1 2 3 4 5)")
+    g.add_argument("--reference_model", metavar="W|JSON",
+                   help="also report mCE against this model: its weight folder (scored on the same corrupted "
+                        "images) or the JSON an earlier --corruptions run wrote (--output_json)")
     g = p.add_argument_group("system")
     g.add_argument("--batch_size", type=int, default=16, help="images per forward pass")
     g.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
@@ -104,6 +120,13 @@ def parse_args(argv=None):
         add_method_options_help(p)
         p.print_help()
         raise SystemExit(0)
+    args.metric_families = parse_metric_families(args.metrics)
+    args.corruption_names = parse_corruptions(args.corruptions) if args.corruptions else []
+    args.severities = parse_severities(args.severity)
+    if args.severity and not args.corruptions:
+        raise SystemExit("--severity: give --corruptions too (all or NAME[,NAME])")
+    if args.reference_model and not args.corruptions:
+        raise SystemExit("--reference_model: give --corruptions too (mCE compares corrupted scores)")
     args.method_overrides, unknown = method_inference_options(args.load_weights_folder, unknown)
     ignored = ignorable_training_flags(unknown)
     if ignored:
@@ -232,18 +255,19 @@ def check_scaling(args, use_stereo=None):
               "--eval_stereo. Median scaling is applied as asked.")
 
 
-def scaling(args, test_set):
+def scaling(args, test_set, verbose=True):
     """(depth factor, per-image median scaling) for one test set."""
+    say = print if verbose else (lambda *a, **k: None)
     if getattr(test_set.protocol, "median_scaling", True) is False:
-        print("   Metric evaluation - no median scaling (this test set's protocol)")
+        say("   Metric evaluation - no median scaling (this test set's protocol)")
         return 1.0, False
     if args.eval_stereo:
         if test_set.stereo_scale_factor is None:
-            print(f"   Stereo evaluation - {test_set.name} defines no stereo scale: using median scaling")
+            say(f"   Stereo evaluation - {test_set.name} defines no stereo scale: using median scaling")
             return 1.0, True
-        print(f"   Stereo evaluation - disabling median scaling, scaling by {test_set.stereo_scale_factor}")
+        say(f"   Stereo evaluation - disabling median scaling, scaling by {test_set.stereo_scale_factor}")
         return test_set.stereo_scale_factor, False
-    print("   Mono evaluation - using median scaling")
+    say("   Mono evaluation - using median scaling")
     return args.pred_depth_scale_factor, not args.disable_median_scaling
 
 
@@ -299,6 +323,16 @@ def score(args, test_set, disps, out_dir, output=None):
         print(f" Scaling ratios | med: {med:0.3f} | std: {np.std(ratios / med):0.3f}")
         result.update(ratio_median=float(med), ratio_std=float(np.std(ratios / med)))
     print_table(metrics, test_set.protocol.metric_names)
+    for family in getattr(args, "metric_families", ("eigen",))[1:]:
+        try:
+            values, count = family_metrics(family, test_set, disps, gts, factor, median, image_ratios,
+                                           test_set.extra_masks())
+        except Unavailable as e:
+            print(f"   {family} metrics skipped for {test_set.name}: {e}")
+            continue
+        print(f"   {family} metrics ({count} images)", end="")
+        print_table(values, FAMILY_METRIC_NAMES[family])
+        metrics = {**metrics, **values, f"{family}_images": count}
     records = [{**result, **metrics}]
     for region, masks in test_set.region_masks().items():
         extra = test_set.extra_masks()
@@ -326,12 +360,97 @@ def score(args, test_set, disps, out_dir, output=None):
     return records
 
 
+def corrupted_scores(args, method, test_set, device, gts, on_corruption=None):
+    """{corruption: {severity: metric table}} of `method` on `test_set` with its inputs
+    corrupted (every name in args.corruption_names at every level in args.severities).
+    on_corruption(name, levels): called as each corruption is done."""
+    dataset = test_set.dataset(method.opt.height, method.opt.width, method.inference_frames)
+    dataset.missing_frames = type(method).missing_frames(method.opt, training=False)
+    factor, median = scaling(args, test_set, verbose=False)
+    extra = test_set.extra_masks()
+
+    bar = tqdm(total=len(args.corruption_names) * len(args.severities), desc=f"corrupted {test_set.name}",
+               unit="pass", leave=False)
+
+    def scored(name, severity):
+        disps = predict_disparities(method, CorruptedDataset(dataset, name, severity), device, args.batch_size,
+                                    args.num_workers, args.post_process, progress=False)
+        bar.update(1)
+        return test_set.protocol.evaluate(disps, gts, factor, median, extra)[0]
+
+    out = {}
+    for name in args.corruption_names:
+        out[name] = {severity: scored(name, severity) for severity in args.severities}
+        if on_corruption:
+            on_corruption(name, out[name])
+    bar.close()
+    return out
+
+
+def robustness_row(label, metrics, names, extra=""):
+    tqdm.write(f"  {label:<18}" + "".join(f"{metrics[n]:9.3f}" for n in names) + extra)
+
+
+def robustness(args, method, test_set, device, clean_record, reference):
+    """Score `test_set` with its inputs corrupted: one row per corruption (its metrics averaged
+    over the severities), the mean over corruptions, RoboDepth's mRR and, with a reference
+    model, mCE. reference: None, a loaded Method, or {test set name: the reference's DEEs}
+    (from the JSON file an earlier run wrote). -> the JSON record."""
+    names = test_set.protocol.metric_names
+    gts = test_set.ground_truth()
+    clean = {n: clean_record[n] for n in names}
+    ref, ref_label = None, args.reference_model
+    if isinstance(reference, dict):  # read from an earlier run's JSON file
+        ref = reference[test_set.name]
+    elif reference is not None:
+        print(f"\n-> robustness of the reference model {args.reference_model} on {test_set.name} "
+              f"({len(args.corruption_names)} corruption(s) x severities {' '.join(map(str, args.severities))})")
+        ref = reference_from_scores(corrupted_scores(args, reference, test_set, device, gts))
+    has_dee = "abs_rel" in names and "a1" in names
+    print(f"\n-> robustness on {test_set.name}: {len(args.corruption_names)} corruption(s) x severities "
+          f"{' '.join(map(str, args.severities))} of the {method.opt.width}x{method.opt.height} input; each row the "
+          "mean over the severities" + ("" if has_dee else f" ({test_set.name} has no a1: no DEE, mRR, mCE)"))
+    header = "".join(f"{n:>9}" for n in names) + ("      DEE     RR %" if has_dee else "") + ("     CE %" if ref else "")
+    print(f"  {'corruption':<18}{header}")
+    robustness_row("clean", clean, names, f"{dee(clean):9.3f}" if has_dee else "")
+
+    def show(name, levels):
+        entry = summarise(clean, {name: levels}, ref)["corruptions"][name]
+        extra = ""
+        if has_dee:
+            extra = f"{entry['dee']:9.3f}{100 * entry['rr']:9.2f}" + (f"{100 * entry['ce']:9.2f}" if ref else "")
+        robustness_row(name, entry["mean"], names, extra)
+
+    scores = corrupted_scores(args, method, test_set, device, gts, show)
+    summary = summarise(clean, scores, ref)
+    robustness_row("mean", summary["mean"], names)
+    line = []
+    if "mRR" in summary:
+        line.append(f"mRR {summary['mRR']:.2f} %")
+    if "mCE" in summary:
+        line.append(f"mCE {summary['mCE']:.2f} % (reference: {ref_label})")
+    if line:
+        print("  " + ", ".join(line))
+    summary["severities"] = list(args.severities)
+    record = {"split": test_set.name, "protocol": test_set.protocol.name, "num_images": len(gts),
+              "robustness": summary}
+    if ref_label:
+        record["reference_model"] = ref_label
+    return record
+
+
 def evaluate(args):
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     test_sets = [s for cls in TEST_SETS.values() for s in cls.from_args(args)]
     if not test_sets:
         raise SystemExit("no test set asked for (see --eval_split and the other test-set options)")
-    method, use_stereo, external = None, None, None
+    method, use_stereo, external, reference = None, None, None, None
+    if args.corruption_names and (args.ext_disp_to_eval or args.no_eval):
+        raise SystemExit("--corruptions scores the model on corrupted input images: it needs --load_weights_folder "
+                         "and no --ext_disp_to_eval or --no_eval")
+    if args.reference_model and not os.path.isdir(os.path.expanduser(args.reference_model)):
+        reference = {t.name: reference_from_json(args.reference_model, t.name, args.corruption_names, args.severities)
+                     for t in test_sets}  # read before any work
     if args.ext_disp_to_eval:
         external = external_disparities(args.ext_disp_to_eval, test_sets, args)
     else:
@@ -351,11 +470,23 @@ def evaluate(args):
               f"{method.opt.width}x{method.opt.height}")
         for test_set in test_sets:  # e.g. the crop and ground-truth placement it was trained with
             test_set.use_dataset_options(type(method).dataset_options(method.opt))
+        if args.reference_model and not isinstance(reference, dict):  # a weight folder
+            reference = load_for_inference(args.reference_model, device)
+            check_frames(test_sets, reference.inference_frames)
+            print(f"-> reference model for mCE: {type(reference).__name__} from {args.reference_model}, "
+                  f"predicting at {reference.opt.width}x{reference.opt.height}")
+            for test_set in test_sets:
+                test_set.use_dataset_options(type(reference).dataset_options(reference.opt))
     if all(getattr(t.protocol, "median_scaling", True) is False for t in test_sets) and \
             not (args.eval_mono or args.eval_stereo):
         pass  # metric test sets only: neither flag is needed
     else:
         check_scaling(args, use_stereo)
+        if reference is not None and not isinstance(reference, dict):
+            try:
+                check_scaling(args, reference.trained_with_stereo)
+            except SystemExit as e:
+                raise SystemExit(f"--reference_model {args.reference_model}: {e}") from None
     if not args.no_eval:
         for test_set in test_sets:
             test_set.check_ready()
@@ -372,6 +503,7 @@ def evaluate(args):
             disps = predict_disparities(method, dataset, device, args.batch_size, args.num_workers,
                                         args.post_process, variants=variants)
         outputs = [(getattr(method, "output_name", None), disps)] + list(variants.items())
+        main_records = None
         for output, output_disps in outputs:
             suffix = f"_{output}" if output and output_disps is not disps else ""
             if args.save_pred_disps:
@@ -381,7 +513,13 @@ def evaluate(args):
                 print(f"-> Saved predicted disparities to {path}")
             if args.no_eval:
                 continue
-            results += score(args, test_set, output_disps, out_dir, output) or []
+            records = score(args, test_set, output_disps, out_dir, output) or []
+            main_records = records if main_records is None else main_records
+            results += records
+        if args.corruption_names and main_records:
+            if variants:
+                print(f"-> robustness: the main output only ({outputs[0][0] or 'depth'})")
+            results.append(robustness(args, method, test_set, device, main_records[0], reference))
     if args.output_json and results:
         with open(args.output_json, "w") as f:
             json.dump(results[0] if len(results) == 1 else {"results": results}, f, indent=1)

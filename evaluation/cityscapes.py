@@ -12,7 +12,8 @@ import os
 
 import numpy as np
 
-from .protocols import LazyMaps, Protocol, TestSet, register_protocol, register_test_set, require_folder, split_file
+from .protocols import (LazyMaps, Protocol, TestSet, Unavailable, dataset_intrinsics, register_protocol,
+                        register_test_set, require_folder, split_file)
 
 GT_KEEP = 0.75  # top rows of the GT (and of the image) that are evaluated
 # rows 256:768 and columns 192:1856 of the 768 x 2048 GT, as fractions
@@ -51,6 +52,15 @@ class CityscapesTest(TestSet):
         from datasets import CityscapesTestDataset
         return CityscapesTestDataset(self.root, self.filenames, height, width, list(frame_ids), 1, is_train=False,
                                      split_file=self.test_file)
+
+    def intrinsics(self):
+        """Each image's camera file (camera/test/<city>/*_camera.json), for the top 75 % that
+        the ground truth keeps (768 x 2048)."""
+        from datasets.cityscapes_dataset import RAW_SIZE
+        return dataset_intrinsics(self.dataset(192, 512, [0]), (int(RAW_SIZE[1] * GT_KEEP), RAW_SIZE[0]))
+
+    def dense_ground_truth(self):
+        raise Unavailable("Cityscapes' ground truth comes from stereo disparity (holes, noise at depth edges)")
 
     def gt_dir(self):
         candidates = [os.path.join(os.path.dirname(self.test_file), "gt_depths"), os.path.join(self.root, "gt_depths")]

@@ -10,7 +10,7 @@ import os
 import cv2
 import numpy as np
 
-from .protocols import Protocol, TestSet, register_protocol, register_test_set
+from .protocols import LazyMaps, Protocol, TestSet, Unavailable, register_protocol, register_test_set
 
 STEREO_SCALE_FACTOR = 5.4  # KITTI's 0.54 m baseline / the 0.1 training units of stereo_T
 # Garg/Eigen crop as fractions of the ground-truth size (153:371, 44:1197 at 375 x 1242)
@@ -121,6 +121,45 @@ class KittiSplit(TestSet):
                                  "the synthetic world writes them with --moving_objects")
             masks.append(image > 127)
         return {"moving_objects": masks}
+
+    def lines(self):
+        """(folder, frame, camera 2 or 3) of every test line."""
+        out = []
+        for line in self.filenames:
+            folder, frame, side = (line.split() + ["l"])[:3]
+            out.append((folder, int(frame), {"l": 2, "r": 3, "2": 2, "3": 3}[side]))
+        return out
+
+    def intrinsics(self):
+        """K of each line's rectified camera: P_rect_0X of <data_path>/<date>/calib_cam_to_cam.txt,
+        for an image of S_rect_0X (the ground truth's size)."""
+        from datasets.kitti_utils import read_calib_file
+        calibs = {}
+        for folder, _, cam in self.lines():
+            path = os.path.join(self.data_path, folder.split("/")[0], "calib_cam_to_cam.txt")
+            if (path, cam) in calibs:
+                continue
+            if not os.path.isfile(path):
+                raise Unavailable(f"no {path} (KITTI's calibration gives the camera matrix)")
+            calib = read_calib_file(path)
+            width, height = calib[f"S_rect_0{cam}"].astype(int)
+            calibs[path, cam] = calib[f"P_rect_0{cam}"].reshape(3, 4)[:, :3], (int(height), int(width))
+        return [calibs[os.path.join(self.data_path, folder.split("/")[0], "calib_cam_to_cam.txt"), cam]
+                for folder, _, cam in self.lines()]
+
+    def dense_path(self, folder, frame, cam):
+        return os.path.join(self.data_path, folder, "depth_dense", f"image_0{cam}", "data", f"{frame:010d}.npy")
+
+    def dense_ground_truth(self):
+        """<data_path>/<drive>/depth_dense/image_0X/data/<frame>.npy (the synthetic world's
+        rendered depth); KITTI itself has sparse lidar only."""
+        paths = [self.dense_path(*line) for line in self.lines()]
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise Unavailable(f"KITTI's lidar ground truth is sparse and the depth-edge metrics need a dense depth "
+                              f"map per image ({len(missing)} missing, e.g. {missing[0]}; the synthetic world "
+                              "writes them)")
+        return LazyMaps(len(paths), lambda i: np.load(paths[i]))
 
     def dataset(self, height, width, frame_ids):
         from datasets import KITTIRAWDataset

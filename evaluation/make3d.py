@@ -6,7 +6,8 @@ import os
 
 import cv2
 
-from .protocols import LazyMaps, Protocol, TestSet, register_protocol, register_test_set, require_folder, split_file
+from .protocols import (LazyMaps, Protocol, TestSet, Unavailable, register_protocol, register_test_set,
+                        require_folder, split_file)
 
 MAKE3D = register_protocol(Protocol("make3d", min_depth=0.0, max_depth=70.0, log10=True,
                                     interpolation=cv2.INTER_NEAREST,
@@ -57,3 +58,9 @@ class Make3DTest(TestSet):
         from datasets.make3d_dataset import depth_path, read_depth_grid
         self.check_ready()
         return LazyMaps(len(self.ids), lambda i: read_depth_grid(depth_path(self.root, self.ids[i])))
+
+    def intrinsics(self):
+        raise Unavailable("Make3D publishes no camera intrinsics")
+
+    def dense_ground_truth(self):
+        raise Unavailable("Make3D's ground truth is a 21 x 305 laser grid")

@@ -5,7 +5,8 @@ import os
 
 import cv2
 
-from .protocols import LazyMaps, Protocol, TestSet, register_protocol, register_test_set, require_folder, split_file
+from .protocols import (LazyMaps, Protocol, TestSet, dataset_intrinsics, register_protocol, register_test_set,
+                        require_folder, split_file)
 
 NYUV2 = register_protocol(Protocol("nyuv2", min_depth=0.0, max_depth=10.0, interpolation=cv2.INTER_NEAREST))
 
@@ -54,3 +55,13 @@ class NYUv2Test(TestSet):
         self.check_ready()
         return LazyMaps(len(self.filenames),
                         lambda i: read_h5(os.path.join(self.root, self.filenames[i]))[1][top:bottom, left:right])
+
+    def intrinsics(self):
+        """The colour camera's K for the evaluation crop (the ground truth's 427 x 561)."""
+        from datasets.nyu_dataset import TEST_CROP
+        top, bottom, left, right = TEST_CROP
+        return dataset_intrinsics(self.dataset(192, 256, [0]), (bottom - top, right - left))
+
+    def dense_ground_truth(self):
+        """The labelled depth maps are dense (filled): the ground truth itself."""
+        return self.ground_truth()

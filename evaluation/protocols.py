@@ -84,24 +84,34 @@ class Protocol:
             mask &= extra_mask.astype(bool)
         return mask
 
+    def prepare(self, disp, gt, scale_factor=1.0, median_scaling=True, extra_mask=None, ratio=None):
+        """disp: h x w inverse depth (any size), gt: H x W depth -> (pred, mask, ratio): the
+        predicted depth at the ground truth's size, times scale_factor and (median scaling)
+        the median ratio over the valid pixels (or the given `ratio`), clamped to the depth
+        range; the valid pixels; the ratio applied (None without median scaling). pred is
+        None when no pixel is valid."""
+        gh, gw = gt.shape[:2]
+        disp = self.resize(disp, gh, gw)
+        pred = 1 / np.maximum(disp, 1e-12) * scale_factor
+        mask = self.mask(gt, extra_mask)
+        if not mask.any():
+            return None, mask, None
+        if median_scaling:
+            ratio = np.median(gt[mask]) / np.median(pred[mask]) if ratio is None else ratio
+            pred = pred * ratio
+        else:
+            ratio = None
+        return np.clip(pred, self.min_depth, self.max_depth), mask, ratio
+
     def score(self, disp, gt, scale_factor=1.0, median_scaling=True, extra_mask=None, ratio=None):
         """disp: h x w inverse depth (any size), gt: H x W depth. -> (the errors named by
         metric_names, or None when no pixel is valid; the median ratio, or None). ratio: a
         median ratio to apply instead of computing one (a region scored with its whole
         image's scale)."""
-        gh, gw = gt.shape[:2]
-        disp = self.resize(disp, gh, gw)
-        pred = 1 / np.maximum(disp, 1e-12)
-        mask = self.mask(gt, extra_mask)
-        p, g = pred[mask] * scale_factor, gt[mask]
-        if len(g) == 0:
+        pred, mask, ratio = self.prepare(disp, gt, scale_factor, median_scaling, extra_mask, ratio)
+        if pred is None:
             return None, None
-        if median_scaling:
-            ratio = np.median(g) / np.median(p) if ratio is None else ratio
-            p = p * ratio
-        else:
-            ratio = None
-        p = np.clip(p, self.min_depth, self.max_depth)
+        p, g = pred[mask], gt[mask]
         errors = dict(zip(DEPTH_METRIC_NAMES, compute_depth_errors(g.astype(np.float64), p.astype(np.float64),
                                                                    self.log10)))
         return [float(errors[n]) for n in self.metric_names], ratio
@@ -145,6 +155,24 @@ class LazyMaps:
 
     def __iter__(self):
         return (self.load(i) for i in range(self.n))
+
+
+class Unavailable(Exception):
+    """A metric family that a test set cannot give: the message says why (e.g. no camera
+    intrinsics, sparse ground truth only)."""
+
+
+def dataset_intrinsics(dataset, size):
+    """LazyMaps of (K, size) for the items of a MonoDataset whose normalised K (get_intrinsics)
+    refers to an image of `size` (height, width)."""
+    height, width = size
+
+    def load(i):
+        K = np.array(dataset.get_intrinsics(dataset.parse_line(i)[0]), np.float64)[:3, :3]
+        K[0] *= width
+        K[1] *= height
+        return K, (height, width)
+    return LazyMaps(len(dataset), load)
 
 
 def split_file(name, data_path):
@@ -203,6 +231,18 @@ class TestSet:
 
     def extra_masks(self):
         return None
+
+    def intrinsics(self):
+        """A sequence of (K, (height, width)), one per image: a 3 x 3 camera matrix in pixels
+        of an image of that size (the point-cloud metrics scale it to the ground truth's size
+        and back-project with it). Raises Unavailable when the test set has none."""
+        raise Unavailable(f"{self.name} gives no camera intrinsics")
+
+    def dense_ground_truth(self):
+        """A sequence of dense H x W depth maps, one per image (0 where unknown), from which
+        the depth-edge metrics take the ground-truth edges. Raises Unavailable when the test
+        set has no dense ground truth."""
+        raise Unavailable(f"{self.name} has no dense ground truth")
 
     def region_masks(self):
         """{region name: a list of H x W boolean masks, one per image} scored in tables of their

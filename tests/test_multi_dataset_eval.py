@@ -383,3 +383,32 @@ def test_formats_option():
                                                                                          "make3d")
     with pytest.raises(ValueError, match="nyu"):
         parse_formats("nyu")
+
+
+def test_pointcloud_and_edge_families_on_nyuv2_cityscapes_make3d(fw):
+    """The camera matrices of NYUv2 (its colour camera, less the evaluation crop) and
+    Cityscapes (each image's camera file); on NYUv2 a prediction of the true depth / 3 gives
+    Chamfer 0 and F-score 100; Make3D and Cityscapes refuse what they cannot give."""
+    from evaluation.families import family_metrics
+    from evaluation.protocols import Unavailable
+    nyu = NYUv2Test(_path(fw, "nyuv2"))
+    K, size = nyu.intrinsics()[0]
+    assert size == (427, 561)
+    assert np.allclose(K, [[518.8579, 0, 325.5824 - 40], [0, 519.4696, 253.7362 - 44], [0, 0, 1]], atol=1e-3)
+    gts = list(nyu.ground_truth())
+    disps = [1 / (3 * np.maximum(g, 1e-3)) for g in gts]
+    ratios = []
+    PROTOCOLS["nyuv2"].evaluate(disps, gts, 1.0, True, None, ratios)
+    cloud, count = family_metrics("pointcloud", nyu, disps, gts, 1.0, True, ratios)
+    assert count == 2 and cloud["chamfer"] < 1e-4 and cloud["fscore"] == 100 and cloud["iou_20"] == 100
+    assert np.array_equal(nyu.dense_ground_truth()[1], gts[1])  # the labelled depth is dense
+    with pytest.raises(Unavailable, match="no image of nyuv2 has ground-truth depth edges"):
+        family_metrics("edges", nyu, disps, gts, 1.0, True, ratios)  # the fixture's room: none within 10 m
+    cs = CityscapesTest(_path(fw, "cityscapes"))
+    K, size = cs.intrinsics()[1]
+    assert size == (768, 2048)
+    assert np.allclose(K, [[CS_K["fx"], 0, CS_K["u0"]], [0, CS_K["fy"], CS_K["v0"]], [0, 0, 1]], rtol=1e-5)
+    with pytest.raises(Unavailable, match="stereo disparity"):
+        cs.dense_ground_truth()
+    with pytest.raises(Unavailable, match="Make3D publishes no camera intrinsics"):
+        Make3DTest(_path(fw, "make3d")).intrinsics()
