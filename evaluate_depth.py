@@ -50,9 +50,9 @@ class CompactHelp(argparse.HelpFormatter):
 def add_method_options_help(p):
     """The options a weight folder's method adds at inference (Method.inference_options), by
     method, so that --help lists them all; they apply when the folder is of that method."""
-    from methods import METHODS, method_class
+    from methods import METHODS, load_all_methods
     from options import build_parser
-    method_class("monodepth2")  # every built-in method registered
+    load_all_methods()
     owners = {}  # the class that declares a set of inference options -> the methods that have them
     for name, cls in sorted(METHODS.items()):
         if cls.inference_options:

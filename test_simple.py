@@ -5,6 +5,8 @@
     python test_simple.py --image_path DIR --ext png --load_weights_folder W --save_npy --output_dir OUT
     python test_simple.py --image_path FRAME --source_image_path PREVIOUS --load_weights_folder W
     python test_simple.py --image_path ODOM/sequences/07 --load_weights_folder W     (dynamic_mf)
+    python test_simple.py --image_path DIR --ext png --load_weights_folder W --metric_from_camera_height 1.65
+    python test_simple.py --image_path IMG --load_weights_folder W --save_pointcloud
 
 A multi-frame model (ManyDepth, MISM) reads its other frames too: in a folder, the
 neighbours in name order (the first image has no previous frame: the model's missing-frame
@@ -20,6 +22,14 @@ is a released model fetched by name (model_zoo.py). Writes <name>_disp.jpeg (mag
 --save_npy <name>_disp.npy (scaled disparity at network resolution, 1 x 1 x h x w) or, with
 --pred_metric_depth, <name>_depth.npy (metres: 5.4 x depth for stereo-trained models, the
 depth itself for metric ones such as dynamic_mf).
+
+--metric_from_camera_height H scales any model's depth, a monocular one's included, so that
+the road plane fitted in the lower image (metric_scale.py: RANSAC with K) lies H metres below
+the camera; it prints each image's scale and the fit's confidence and writes
+<name>_depth.npy in metres. --save_pointcloud writes <name>_pointcloud.ply (one coloured
+point per pixel of the network's input, camera coordinates; metres where the scale is known,
+else the model's units, said in the output and the file's header) and <name>_pointcloud.png
+(bird's-eye and oblique views). K for both: --intrinsics_json_path, else KITTI's average.
 """
 import argparse
 import glob
@@ -35,6 +45,8 @@ from tqdm import tqdm
 
 from evaluation import STEREO_SCALE_FACTOR
 from utils import colorize_disparity
+
+OUTPUT_SUFFIXES = ("_disp.jpg", "_disp.jpeg", "_pointcloud.png")  # written here; never read back as inputs
 
 
 def parse_args(argv=None):
@@ -56,8 +68,18 @@ def parse_args(argv=None):
                         "<name>_depth.npy")
     p.add_argument("--source_image_path", help="multi-frame models: the other frame of --image_path (one image; the "
                    "previous one, or the next one for a MISM model matching with --matching_ids 0 1)")
-    p.add_argument("--intrinsics_json_path", help="multi-frame models: a JSON normalised 3 x 3 K "
-                   "(row 0 divided by the width, row 1 by the height); default KITTI's")
+    p.add_argument("--metric_from_camera_height", type=float, metavar="H",
+                   help="metric depth for any model, a monocular one too: scale its depth so that the road plane "
+                   "fitted (RANSAC, with K) in the lower 30%% of the image lies H metres below the camera (KITTI, "
+                   "the synthetic world: 1.65); prints each image's scale and confidence, writes <name>_depth.npy")
+    p.add_argument("--save_pointcloud", action="store_true",
+                   help="write <name>_pointcloud.ply (a coloured point per pixel at the network size, camera "
+                   "coordinates: metres where the scale is known, else the model's units) and <name>_pointcloud.png "
+                   "(bird's-eye and oblique views)")
+    p.add_argument("--ply_ascii", action="store_true", help="--save_pointcloud: ASCII .ply instead of binary")
+    p.add_argument("--intrinsics_json_path", help="a JSON normalised 3 x 3 K (row 0 divided by the width, row 1 by "
+                   "the height) for multi-frame models, --metric_from_camera_height and --save_pointcloud; default "
+                   "KITTI's")
     p.add_argument("--batch_size", type=int, default=8, help="images per forward pass")
     p.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
     args, unknown = p.parse_known_args(argv)
@@ -66,6 +88,11 @@ def parse_args(argv=None):
     if unknown:
         p.error(f"unrecognized arguments: {' '.join(unknown)} (a method's own inference options, e.g. "
                 "--eval_teacher, --single_frame, are accepted for the methods that have them)")
+    if args.metric_from_camera_height is not None and not args.metric_from_camera_height > 0:
+        p.error(f"--metric_from_camera_height {args.metric_from_camera_height}: the camera's height above the road "
+                "in metres, > 0 (KITTI: 1.65)")
+    if args.ply_ascii and not args.save_pointcloud:
+        p.error("--ply_ascii goes with --save_pointcloud")
     return args
 
 
@@ -74,7 +101,7 @@ def list_images(path, ext):
         return [path]
     if os.path.isdir(path):
         files = sorted(glob.glob(os.path.join(path, f"*.{ext}")))
-        files = [f for f in files if not f.endswith(("_disp.jpg", "_disp.jpeg"))]
+        files = [f for f in files if not f.endswith(OUTPUT_SUFFIXES)]
         if not files:
             raise SystemExit(f"--image_path {path}: no *.{ext} images (set --ext)")
         return files
@@ -135,6 +162,14 @@ def read_intrinsics(path):
     return K
 
 
+def pixel_K(method, K):
+    """A normalised 4 x 4 K -> 3 x 3 in pixels of the network's input size."""
+    Kp = np.array(K, dtype=np.float64)[:3, :3].copy()
+    Kp[0] *= method.opt.width
+    Kp[1] *= method.opt.height
+    return Kp
+
+
 def multi_frame_inputs(method, frames, missing, K, device):
     """frames: {f: B x 3 x h x w} for the model's other frames, missing: {f: B flags} ->
     the batch entries a multi-frame model reads: ("color", f, 0), ("missing", f) and K /
@@ -189,20 +224,108 @@ def neighbour_frames(method, paths, start, count, sources, device):
     return frames, missing
 
 
-def write_outputs(args, path, size, disp, depth):
-    """<name>_disp.jpeg (and the .npy asked for) of one image of `size` (w, h); returns the jpeg."""
+def prepare_outputs(args, method):
+    """What write_outputs needs to know of the model: its metric factor (--pred_metric_depth:
+    a metric method's own, 5.4 for the others) and whether that factor is a known metric
+    scale (a metric method or a stereo-trained model); per-run lists of the road-plane
+    scales found and of the images without one."""
+    args.metric_factor = method.depth_scale if method.depth_scale is not None else STEREO_SCALE_FACTOR
+    if method.depth_scale is not None:
+        args.metric_units = f"metres (a metric model, depth x {args.metric_factor:g})"
+    elif method.opt.use_stereo:
+        args.metric_units = f"metres (stereo-trained: depth x {args.metric_factor:g})"
+    else:
+        args.metric_units = None
+    args.plane_scales, args.no_plane = [], []
+    if args.metric_from_camera_height:
+        replaced = f"; it replaces the model's own scale ({args.metric_units})" if args.metric_units else ""
+        print(f"-> metric depth from the road plane {args.metric_from_camera_height:g} m below the camera, K from "
+              f"{args.intrinsics_json_path or 'KITTI (--intrinsics_json_path to change)'}{replaced}")
+    elif args.pred_metric_depth and args.metric_units is None:
+        print("-> warning: this model was trained without stereo; its depth is not metric "
+              "(--metric_from_camera_height H recovers the scale from the road plane)")
+    if args.save_pointcloud and not args.metric_from_camera_height and args.metric_units is None:
+        print("-> point clouds in the model's units: a monocular model's depth is not metric "
+              "(--metric_from_camera_height H makes them metric)")
+
+
+def depth_scale_for(args, path, depth, K):
+    """(factor to metres or None, units text) for one image's depth (H x W, numpy)."""
+    if args.metric_from_camera_height:
+        from metric_scale import scale_from_camera_height
+        fit = scale_from_camera_height(depth, K, args.metric_from_camera_height)
+        tqdm.write(f"-> {path}: {fit.describe()}")
+        if fit.scale is None:
+            args.no_plane.append(path)
+            return None, "the model's units (no road plane found for --metric_from_camera_height)"
+        args.plane_scales.append(fit.scale)
+        return fit.scale, (f"metres (road plane {args.metric_from_camera_height:g} m below the camera: depth x "
+                           f"{fit.scale:.6g}, inliers {100 * fit.plane.inlier_share:.0f}%, spread "
+                           f"{100 * fit.spread:.1f}%)")
+    if args.metric_units:
+        return args.metric_factor, args.metric_units
+    return None, "the model's units (a monocular model: not metric)"
+
+
+def write_pointcloud(args, name, source, depth, rgb, K, units):
+    """<name>_pointcloud.ply and <name>_pointcloud.png of one H x W depth (numpy) with the
+    colours of rgb (3 x H x W in [0, 1])."""
+    from pointcloud import backproject, render_preview, write_ply
+    h, w = depth.shape
+    points = backproject(depth, K)
+    colors = (rgb.permute(1, 2, 0).clamp(0, 1).float().cpu().numpy() * 255 + 0.5).astype(np.uint8).reshape(-1, 3)
+    comments = [f"depth of {os.path.basename(source)} at {w}x{h}, one point per pixel, row by row",
+                f"units: {units}",
+                "frame: camera coordinates, x right, y down, z forward; X = depth * inverse(K) [u, v, 1]",
+                "K (pixels): " + " ".join(f"{v:.6g}" for v in np.asarray(K, dtype=np.float64)[:3, :3].ravel())]
+    ply = write_ply(f"{name}_pointcloud.ply", points, colors, comments, binary=not args.ply_ascii)
+    render_preview(points, colors, f"{name}_pointcloud.png", units="m" if units.startswith("metres") else "units",
+                   title=os.path.basename(source))
+    return ply
+
+
+def write_outputs(args, path, size, disp, depth, rgb=None, K=None):
+    """<name>_disp.jpeg (and the .npy, depth and point cloud asked for) of one image of
+    `size` (w, h); rgb: the network's 3 x h x w input, K: 3 x 3 in its pixels (both needed
+    for --metric_from_camera_height and --save_pointcloud); returns the jpeg."""
     w0, h0 = size
     resized = F.interpolate(disp, (h0, w0), mode="bilinear", align_corners=False)[0, 0]
     name = os.path.splitext(path)[0]
     if args.output_dir:
         name = os.path.join(args.output_dir, os.path.basename(name))
-    if args.pred_metric_depth:
+    factor, units = None, None
+    if args.metric_from_camera_height or args.save_pointcloud:
+        factor, units = depth_scale_for(args, path, depth[0, 0].float().cpu().numpy(), K)
+    if args.metric_from_camera_height:
+        if factor is not None:
+            np.save(f"{name}_depth.npy", (factor * depth).cpu().numpy())
+    elif args.pred_metric_depth:
         np.save(f"{name}_depth.npy", (args.metric_factor * depth).cpu().numpy())
     elif args.save_npy:
         np.save(f"{name}_disp.npy", disp.cpu().numpy())
+    if args.save_pointcloud:
+        write_pointcloud(args, name, path, (depth[0, 0].float() * (factor or 1.0)).cpu().numpy(), rgb, K, units)
     out = f"{name}_disp.jpeg"
     pil.fromarray(colorize_disparity(resized.cpu().numpy())).save(out)
     return out
+
+
+def report_outputs(args, written, total):
+    """The closing lines: what was written, the road-plane scales, the images without one."""
+    if written:
+        print(f"-> wrote {len(written)} depth image(s), e.g. {written[0]}")
+        if args.save_pointcloud:
+            stem = written[0][:-len("_disp.jpeg")]
+            print(f"-> point clouds: {stem}_pointcloud.ply (MeshLab, CloudCompare, Open3D) and its preview "
+                  f"{stem}_pointcloud.png")
+    if len(args.plane_scales) > 1:
+        s = np.array(args.plane_scales)
+        print(f"-> road-plane scale over {len(s)} images: median {np.median(s):.4g} (min {s.min():.4g}, "
+              f"max {s.max():.4g})")
+    if args.no_plane:
+        return (f"{len(args.no_plane)} of {total} image(s) had no road plane in the lower image, so no "
+                f"_depth.npy for --metric_from_camera_height: {', '.join(args.no_plane)}")
+    return None
 
 
 def predict_dataset(args, method, dataset, device):
@@ -226,8 +349,14 @@ def predict_dataset(args, method, dataset, device):
                 else:
                     with pil.open(path) as image:
                         size = image.size
-                written.append(write_outputs(args, path, size, disp[k:k + 1], depth[k:k + 1]))
-    print(f"-> wrote {len(written)} depth image(s), e.g. {written[0]}")
+                # K of the item (its own calibration) where it has one
+                K = inputs[("K", 0)][k, :3, :3].double().cpu().numpy() if ("K", 0) in inputs else \
+                    pixel_K(method, read_intrinsics(None))
+                written.append(write_outputs(args, path, size, disp[k:k + 1], depth[k:k + 1],
+                                             inputs[("color", 0, 0)][k], K))
+    problem = report_outputs(args, written, len(dataset))
+    if problem:
+        raise SystemExit(f"-> {problem}")
     return written
 
 
@@ -247,11 +376,8 @@ def main(argv=None):
             raise SystemExit(f"--source_image_path gives one other frame; this model reads frames {others}: "
                              "give a folder of consecutive frames")
         sources = {others[0]: args.source_image_path}
-    K = read_intrinsics(args.intrinsics_json_path) if multi else None
-    # --pred_metric_depth: a metric method's depth as it is, a stereo-trained one's x 5.4
-    args.metric_factor = method.depth_scale if method.depth_scale is not None else STEREO_SCALE_FACTOR
-    if args.pred_metric_depth and method.depth_scale is None and not method.opt.use_stereo:
-        print("-> warning: this model was trained without stereo; its depth is not metric")
+    K = read_intrinsics(args.intrinsics_json_path)
+    prepare_outputs(args, method)
     dataset = method.prediction_dataset(args.image_path)
     if dataset is not None:  # the method reads its own inputs (e.g. poses from files)
         if sources or args.intrinsics_json_path:
@@ -292,11 +418,13 @@ def main(argv=None):
                           for key, v in others.items()}
             disp, depth = predict_disparity(method, batch, others)
             for j, k in enumerate(keep):
-                written.append(write_outputs(args, batch_paths[k], images[k].size, disp[j:j + 1], depth[j:j + 1]))
-    if written:
-        print(f"-> wrote {len(written)} depth image(s), e.g. {written[0]}")
+                written.append(write_outputs(args, batch_paths[k], images[k].size, disp[j:j + 1], depth[j:j + 1],
+                                             batch[j], pixel_K(method, K)))
+    problems = [report_outputs(args, written, len(paths))]
     if failed:
-        raise SystemExit(f"-> {len(failed)} of {len(paths)} image(s) could not be read: {', '.join(failed)}")
+        problems.insert(0, f"{len(failed)} of {len(paths)} image(s) could not be read: {', '.join(failed)}")
+    if any(problems):
+        raise SystemExit("-> " + "; ".join(p for p in problems if p))
     return written
 
 

@@ -422,11 +422,11 @@ class Trainer:
                 if not self.epoch_end_done:  # a run stopped during validation ran it already
                     self.method.on_epoch_end(self.epoch)
                     self.epoch_end_done = True
-                self.validate_epoch()
-                self._barrier()
                 if self.is_main and ((self.epoch + 1) % opt.save_frequency == 0 or self.done()
                                      or self.epoch + 1 == opt.num_epochs):
-                    self.save_model()
+                    self.save_model()  # before validation: a best epoch's folder is then linked, not rewritten
+                self.validate_epoch()
+                self._barrier()
                 self.epoch += 1
                 self.start_batch = 0
                 self.epoch_end_done = False
@@ -647,7 +647,7 @@ class Trainer:
             better = self.best is None or (value < self.best if opt.best_metric in LOWER_IS_BETTER else value > self.best)
             if better:
                 self.best = value
-                self.save_model("weights_best")
+                self.save_best()
                 atomic_write_bytes(os.path.join(self.models_dir, "best.json"), json.dumps(record).encode())
         self._print(f"-> epoch {self.epoch} validation ({len(self.val_dataset)} items of {self.val_file}, "
                     f"{self.protocol.name} protocol): "
@@ -696,11 +696,21 @@ class Trainer:
                                                 os.path.join(self.models_dir, name or f"weights_{self.epoch}"),
                                                 self.opt)
         if name is None:
+            self._saved_epoch = self.epoch
             if self.opt.keep_weights > 0:
                 checkpoints.prune_weight_folders(self.models_dir, self.opt.keep_weights,
                                                  protect=os.path.basename(folder))
             checkpoints.point_last(self.models_dir, os.path.basename(folder))
         return folder
+
+    def save_best(self):
+        """weights_best/: hard links to this epoch's weight folder when it was just written
+        (no second copy on disk, and it survives the folder's pruning), else written anew."""
+        epoch_folder = os.path.join(self.models_dir, f"weights_{self.epoch}")
+        with TIMELINE.phase("saving"):
+            if getattr(self, "_saved_epoch", None) == self.epoch and os.path.isdir(epoch_folder):
+                return checkpoints.link_weight_folder(epoch_folder, os.path.join(self.models_dir, "weights_best"))
+        return self.save_model("weights_best")
 
     def save_state(self):
         """Everything needed to continue exactly, written atomically (see checkpoints)."""

@@ -394,7 +394,7 @@ def summarize(args):
         writer.writerow(["row", "seed"] + keys)
         for r in records:
             writer.writerow([r["row"], r["seed"]] + [r.get(k, "") for k in keys])
-    lines = [f"| row | paper | seeds | abs_rel | a1 | moving: abs_rel | vs | Δ abs_rel (paired) | best epochs |",
+    lines = ["| row | paper | seeds | abs_rel | a1 | moving: abs_rel | vs | Δ abs_rel (paired) | best epochs |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         runs = by_row.get(row.name, {})

@@ -138,7 +138,6 @@ def imagenet_state(args, family):
 
 def main(argv=None):
     args = parse_args(argv)
-    import torch
     os.makedirs(args.out, exist_ok=True)
     info = read_info(args.out)
     for family in args.encoders:

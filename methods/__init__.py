@@ -15,6 +15,11 @@ import warnings
 
 METHODS = {}
 DEFAULT_METHOD = "monodepth2"  # a weight folder without opt.json, a command without --method
+# the built-in methods' modules, so that naming one imports only its file (and its bases'):
+# option parsing and --help stay light. A test checks this table against the registrations.
+BUILTIN = {"monodepth2": "monodepth2", "depth_hints": "depth_hints", "srd": "srd", "bdedepth": "bdedepth",
+           "manydepth": "manydepth", "mism_teacher": "mism", "mism_student": "mism", "dynamic_mf": "dynamic_mf"}
+SELECTORS = {"use_depth_hints": "depth_hints"}  # selector flag -> the method that owns it
 _loaded = False
 
 
@@ -29,6 +34,11 @@ def register_method(name, selector=None):
         METHODS[name] = cls
         return cls
     return decorate
+
+
+def load_all_methods():
+    """Import every built-in method (METHODS then holds them all)."""
+    _load_builtin()
 
 
 def _load_builtin():
@@ -53,7 +63,10 @@ def _check_hooks(cls):
 
 def method_class(name):
     """The class of `--method name`: a registered name, or a module path defining METHOD."""
-    _load_builtin()
+    if name in BUILTIN and name not in METHODS:
+        importlib.import_module(f"{__name__}.{BUILTIN[name]}")
+    elif name not in METHODS:
+        _load_builtin()
     if name in METHODS:
         return _check_hooks(METHODS[name])
     if "." in name:
@@ -77,16 +90,13 @@ def resolve_method_name(explicit, preset, argv):
     monodepth2; then a selector flag on the command line or in the preset (e.g.
     --use_depth_hints) upgrades it to the method that owns the flag, when the chosen one is
     a base of that method."""
-    _load_builtin()
     name = explicit or (preset or {}).get("method") or "monodepth2"
     chosen = method_class(name)
-    for cls in METHODS.values():
-        flag = cls.selector
-        if not flag or cls is chosen:
-            continue
-        asked = f"--{flag}" in argv or bool((preset or {}).get(flag))
-        if asked and issubclass(cls, chosen):
-            name, chosen = cls.name, cls
+    for flag, owner in SELECTORS.items():
+        if f"--{flag}" in argv or bool((preset or {}).get(flag)):
+            cls = method_class(owner)
+            if cls is not chosen and issubclass(cls, chosen):
+                name, chosen = cls.name, cls
     return name
 
 

@@ -229,8 +229,8 @@ class Method(nn.Module):
 
 def method_from_weight_files(folder):
     """The registered method whose weight_signature files are all in `folder`, or None."""
-    from methods import METHODS, method_class
-    method_class("monodepth2")  # every built-in method registered
+    from methods import METHODS, load_all_methods
+    load_all_methods()
     for name, cls in METHODS.items():
         if cls.weight_signature and all(os.path.isfile(os.path.join(folder, f)) for f in cls.weight_signature):
             return name

@@ -38,6 +38,7 @@ class Monodepth2(Method):
             raise SystemExit("--predictive_mask replaces auto-masking: add --disable_automasking")
         if opt.frame_ids == [0] and not opt.use_stereo:
             raise SystemExit("--frame_ids 0 alone needs --use_stereo (nothing to reconstruct from)")
+        networks.load_network_modules()
         if opt.pose_model_type not in networks.POSE_NETWORKS:
             raise SystemExit(f"--pose_model_type {opt.pose_model_type!r}: registered pose networks are "
                              f"{', '.join(sorted(networks.POSE_NETWORKS))}")

@@ -8,7 +8,22 @@ so a new backbone or decoder is one decorated factory and no method changes.
 Encoders not registered here are looked up in timm by name (`--encoder convnext_tiny` or
 `--encoder timm:convnext_tiny`), with the channels read from the model's feature_info.
 """
+import importlib
 import os
+
+# the modules whose decorators fill the registries (imported on first use, all together)
+MODULES = ("depth_decoder", "srd_decoder", "bdedepth_encoders", "grid_decoder", "dynamic_mf", "manydepth", "mism",
+           "msf_decoder", "pose_decoder", "resnet_encoder", "timm_encoder")
+_loaded = False
+
+
+def load_network_modules():
+    """Import every network module of the package (their factories register themselves)."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in MODULES:
+            importlib.import_module(f"networks.{module}")
 
 ENCODERS = {}
 DEPTH_DECODERS = {}
@@ -51,6 +66,7 @@ def start_weights_file(opt, family):
 def build_encoder(opt, name=None, num_input_images=1):
     """Encoder `name` (default --encoder): a registered factory, or a timm backbone by name.
     Output: a list of features from fine to coarse; `num_ch_enc` lists their channels."""
+    load_network_modules()
     name = name or getattr(opt, "encoder", "resnet")
     if name in ENCODERS:
         return ENCODERS[name](opt, num_input_images=num_input_images)
@@ -66,6 +82,7 @@ def build_encoder(opt, name=None, num_input_images=1):
 
 
 def build_depth_decoder(opt, num_ch_enc, name=None, num_output_channels=1):
+    load_network_modules()
     name = name or getattr(opt, "depth_decoder", "monodepth2")
     if name not in DEPTH_DECODERS:
         raise SystemExit(f"--depth_decoder {name!r}: registered decoders are {', '.join(sorted(DEPTH_DECODERS))}")
@@ -74,6 +91,7 @@ def build_depth_decoder(opt, num_ch_enc, name=None, num_output_channels=1):
 
 def build_pose_networks(opt, depth_encoder_channels, num_pose_frames, name=None):
     """A dict of pose networks keyed by their weight-file names (pose_encoder, pose)."""
+    load_network_modules()
     name = name or opt.pose_model_type
     if name not in POSE_NETWORKS:
         raise SystemExit(f"--pose_model_type {name!r}: registered pose networks are "

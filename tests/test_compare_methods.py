@@ -2,6 +2,7 @@
 rows, one seed), the summary's numbers from its runs, and resuming a killed comparison."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -24,7 +25,8 @@ def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
     res = _run(out)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return out, res
+    yield out, res
+    shutil.rmtree(out, ignore_errors=True)  # worlds, runs and weights (the suite's disk peak)
 
 
 def test_quick_comparison_writes_the_table_the_plot_and_the_diagnostics(quick):

@@ -230,8 +230,8 @@ def inference_parser(names):
 def folder_methods(namespace):
     """The methods a command's --load_weights_folder may be: the method of the documented run
     that writes it, else every registered method (a placeholder such as W)."""
-    from methods import METHODS, method_class
-    method_class("monodepth2")
+    from methods import METHODS, load_all_methods
+    load_all_methods()
     folder = getattr(namespace, "load_weights_folder", None) or ""
     run = run_of_folder(folder)
     if run is not None and run in training_runs():

@@ -4,6 +4,7 @@ moving objects) through the baseline's commands on the synthetic odometry tree (
 losses and networks themselves: test_dynamic_mf_data.py, test_dynamic_mf_networks.py)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -131,7 +132,8 @@ def dmf_run(world, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dmf")
     trainer = Trainer(MonodepthOptions().parse(_train_args(world, tmp / "ref")))
     trainer.train()
-    return trainer, tmp / "ref"
+    yield trainer, tmp / "ref"
+    shutil.rmtree(tmp, ignore_errors=True)  # the module's weight folders and states (the suite's disk peak)
 
 
 def test_trains_and_evaluates_overall_and_on_moving_objects(dmf_run, world, tmp_path):

@@ -353,6 +353,38 @@ def test_predict_with_the_previous_frame(md_run, static_world, tmp_path):
     assert res.returncode == 0 and np.allclose(np.load(tmp_path / "k" / "0000000003_disp.npy"), one)
 
 
+@pytest.mark.slow  # a prediction of its own (the default suite's time budget)
+def test_video_stream_predicts_as_a_folder_of_frames(md_run, static_world):
+    """test_video.py's stream (a video's frames, in batches that cut between a frame and the
+    one before it) gives each frame the prediction test_simple.py gives it in a folder: the
+    previous frame read, the first one black and flagged missing."""
+    import glob
+
+    from PIL import Image
+
+    import test_simple
+    import test_video
+    from methods import load_for_inference
+    _, log_dir = md_run
+    method = load_for_inference(str(log_dir / "m" / "models" / "weights_1"))
+    paths = sorted(glob.glob(os.path.join(static_world.out, FOLDER, "image_02", "data", "*.png")))[:4]
+    images = [Image.open(p).convert("RGB") for p in paths]
+    K = test_simple.read_intrinsics(None)
+    got = {}
+    count, _, _ = test_video.predict_stream(method, iter(images), torch.device("cpu"), 3, K,
+                                            on_frame=lambda i, frame: got.__setitem__(i, frame))
+    frames, missing = test_simple.neighbour_frames(method, paths, 0, 4, {}, torch.device("cpu"))
+    assert missing[-1].tolist() == [1, 0, 0, 0]
+    others = test_simple.multi_frame_inputs(method, frames, missing, K, torch.device("cpu"))
+    batch = test_simple.network_input(method, images, torch.device("cpu"))
+    with torch.no_grad():
+        disp, _ = test_simple.predict_disparity(method, batch, others)
+    assert count == 4 and sorted(got) == [0, 1, 2, 3]
+    for i in range(4):
+        expected = test_video.stack_frame(batch[i], disp[i, 0]).astype(np.float64)
+        assert np.abs(got[i] - expected).max() <= 1, i  # batches of 3 + 1 against one of 4: rounding
+
+
 def test_a_reference_style_folder_loads(md_run, tmp_path):
     """ManyDepth's own folders: opt.json without a method, trackers as Python floats in
     encoder.pth. The weight files say which method they are; the prediction is unchanged."""

@@ -245,16 +245,15 @@ def _parser_of(call, monkeypatch):
 
 
 def test_every_script_has_its_own_options_each_with_help_and_default(monkeypatch):
-    import evaluate_depth
     import evaluate_pose
     import export_gt_depth
     import precompute_depth_hints
     import quickstart
     import test_simple
-    from methods import METHODS, method_class
+    from methods import METHODS, load_all_methods, method_class
     from options import build_parser
     from synthetic_world import parse_args as world_args
-    method_class("monodepth2")  # loads every built-in method
+    load_all_methods()
     parsers = {f"train --method {name}": build_parser(method_class(name)) for name in list(METHODS)}
     for name, call in (("test_simple", lambda: test_simple.parse_args([])),
                        ("evaluate_pose", lambda: evaluate_pose.parse_args([])),
@@ -273,13 +272,13 @@ def test_every_script_has_its_own_options_each_with_help_and_default(monkeypatch
 
 def test_evaluate_help_lists_every_method_option_in_under_90_lines(capsys):
     import evaluate_depth
-    from methods import METHODS, method_class
+    from methods import METHODS, load_all_methods
     with pytest.raises(SystemExit) as done:
         evaluate_depth.parse_args(["--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
     assert "--learning_rate" not in text and len(text.splitlines()) < 90  # 78 lines
-    method_class("monodepth2")
+    load_all_methods()
     options = {o for cls in METHODS.values() for o in cls.inference_options}
     assert {"eval_teacher", "single_frame", "eval_branch", "mnet_weights_folder"} <= options
     for option in options:

@@ -269,3 +269,19 @@ def test_warping_geometry_stays_float32_under_bf16_autocast():
     for f in (-1, 1):
         assert mixed[("sample", f, 0)].dtype == torch.float32
         assert torch.equal(mixed[("sample", f, 0)], plain[("sample", f, 0)])
+
+
+def test_best_epoch_folder_is_linked_not_copied(static_world, tmp_path):
+    split = small_split(static_world, tmp_path / "split", 4)  # 2 steps per epoch
+    t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, "--num_epochs", "2", "--keep_weights", "1",
+                                               "--split", split, steps=0)))
+    t.train()
+    models = tmp_path / "m" / "models"
+    best_epoch = json.loads((models / "best.json").read_text())["epoch"]
+    best, files = models / "weights_best", sorted(os.listdir(models / "weights_best"))
+    assert "encoder.pth" in files and "adam.pth" in files
+    for name in files:  # the best epoch's own files (one copy on disk), still there after pruning
+        assert os.stat(best / name).st_nlink == (2 if (models / f"weights_{best_epoch}").is_dir() else 1), name
+    assert sorted(d for d in os.listdir(models) if d.startswith("weights_")) == ["weights_1", "weights_best"]
+    state = torch.load(best / "encoder.pth", weights_only=True)
+    assert set(state) >= {"height", "width"}

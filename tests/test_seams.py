@@ -19,6 +19,8 @@ from methods import METHODS, load_for_inference, method_class
 from options import MonodepthOptions
 from tests.helpers.cli import evaluate_folder, small_split
 
+networks.load_network_modules()  # the registries, for the parametrisations below
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = "tests.helpers.toy_method"
 
@@ -193,3 +195,34 @@ def test_monodepth2_folder_without_options_loads_with_its_resnet_depth(tmp_path)
     os.remove(tmp_path / "depth.pth")
     with pytest.raises(SystemExit, match="missing depth.pth"):
         load_for_inference(str(tmp_path))
+
+
+def test_builtin_table_names_every_method_and_its_module():
+    from methods import BUILTIN, SELECTORS, load_all_methods
+    load_all_methods()
+    assert set(BUILTIN) == set(METHODS)
+    for name, module in BUILTIN.items():
+        assert METHODS[name].__module__ == f"methods.{module}", name
+    for flag, owner in SELECTORS.items():
+        assert METHODS[owner].selector == flag
+    assert {cls.selector for cls in METHODS.values() if cls.selector} == set(SELECTORS)
+
+
+def _imported_modules(*command):
+    """Top-level packages a command imports (python -X importtime)."""
+    res = subprocess.run([sys.executable, "-X", "importtime", *command], cwd=ROOT, capture_output=True, text=True)
+    names = set()
+    for line in res.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    return res, names
+
+
+def test_help_and_option_parsing_load_no_backbone_library():
+    res, names = _imported_modules("train.py", "--help")
+    assert res.returncode == 0 and "--learning_rate" in res.stdout
+    assert not names & {"torchvision", "timm", "h5py", "scipy", "cv2", "tensorboardX", "matplotlib"}, names
+    # a method other than the default loads its own file, not the others'
+    res, names = _imported_modules("-c", "from options import MonodepthOptions; "
+                                   "MonodepthOptions().parse(['--method', 'srd', '--help'])")
+    assert "timm" not in names and "h5py" not in names

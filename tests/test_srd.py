@@ -105,6 +105,7 @@ def test_every_registered_encoder_and_a_timm_swin_work_with_the_decoder():
     opt = build_parser(method_class("srd")).parse_args(["--weights_init", "scratch", "--height", "64",
                                                         "--width", "96"])
     image = torch.rand(1, 3, 64, 96)
+    networks.load_network_modules()
     for name in sorted(networks.ENCODERS):
         encoder = networks.build_encoder(opt, name)
         if len(encoder.num_ch_enc) == 6:

@@ -30,6 +30,11 @@ def save_weight_folder(method, optimizer, folder, opt):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # the previous folder of that name is untouched
         raise
+    return _replace_folder(tmp, folder)
+
+
+def _replace_folder(tmp, folder):
+    """Move the complete folder `tmp` to `folder`; the previous `folder` goes only after."""
     old = folder + ".old"
     if os.path.isdir(folder):
         shutil.rmtree(old, ignore_errors=True)
@@ -37,6 +42,25 @@ def save_weight_folder(method, optimizer, folder, opt):
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def link_weight_folder(source, folder):
+    """<folder> with hard links to <source>'s files (the same bytes, written once), built in
+    <folder>.tmp and renamed into place as save_weight_folder does; copies where the file
+    system has no hard links."""
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        for name in os.listdir(source):
+            try:
+                os.link(os.path.join(source, name), os.path.join(tmp, name))
+            except OSError:
+                shutil.copy2(os.path.join(source, name), os.path.join(tmp, name))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _replace_folder(tmp, folder)
 
 
 def point_last(models_dir, name):

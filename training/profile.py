@@ -3,7 +3,8 @@ synchronisation, so the CPU-side cost of each phase; on a GPU the waits for the 
 in the phase that waits). Always collected (a few clock reads per step); written to
 <run>/profile.json with --profile, and printed by benchmarks/run_breakdown.py.
 
-Phases: imports, options (parsing and input checks), datasets (construction and first-item
+Phases: options (parsing and the option checks; the chosen method's module, and with it torch,
+is imported there), imports (the launch to the trainer's import, a mark), datasets (construction and first-item
 checks), cache (the fast path's image cache), networks (the method built and loaded),
 optimiser, first_batch (workers started and the first batch read), data_wait (later steps'
 wait for their batch), step (forward, backward, update, method hooks), logging,
