@@ -145,7 +145,8 @@ def export(method, fmt, path, opset=DEFAULT_OPSET, exporter="torchscript", folde
     """Write `method`'s PredictGraph to `path` as "onnx" or "torchscript"; returns the
     description (describe). An exporter error -> SystemExit (export_error)."""
     graph = PredictGraph(method).eval()
-    example = example_inputs(method, TRACE_BATCH)
+    device = next(method.parameters()).device  # traced where the method is (a CUDA trace for a CUDA run)
+    example = tuple(x.to(device) for x in example_inputs(method, TRACE_BATCH))
     info = describe(method, folder)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
