@@ -30,15 +30,15 @@ def rot_from_axisangle(vec):
     xC, yC, zC = x * C, y * C, z * C
     xyC, yzC, zxC = x * yC, y * zC, z * xC
     rot = torch.zeros((vec.shape[0], 4, 4), device=vec.device, dtype=vec.dtype)
-    rot[:, 0, 0] = torch.squeeze(x * xC + ca)
-    rot[:, 0, 1] = torch.squeeze(xyC - zs)
-    rot[:, 0, 2] = torch.squeeze(zxC + ys)
-    rot[:, 1, 0] = torch.squeeze(xyC + zs)
-    rot[:, 1, 1] = torch.squeeze(y * yC + ca)
-    rot[:, 1, 2] = torch.squeeze(yzC - xs)
-    rot[:, 2, 0] = torch.squeeze(zxC - ys)
-    rot[:, 2, 1] = torch.squeeze(yzC + xs)
-    rot[:, 2, 2] = torch.squeeze(z * zC + ca)
+    rot[:, 0, 0] = (x * xC + ca)[:, 0, 0]
+    rot[:, 0, 1] = (xyC - zs)[:, 0, 0]
+    rot[:, 0, 2] = (zxC + ys)[:, 0, 0]
+    rot[:, 1, 0] = (xyC + zs)[:, 0, 0]
+    rot[:, 1, 1] = (y * yC + ca)[:, 0, 0]
+    rot[:, 1, 2] = (yzC - xs)[:, 0, 0]
+    rot[:, 2, 0] = (zxC - ys)[:, 0, 0]
+    rot[:, 2, 1] = (yzC + xs)[:, 0, 0]
+    rot[:, 2, 2] = (z * zC + ca)[:, 0, 0]
     rot[:, 3, 3] = 1
     return rot
 

@@ -15,7 +15,8 @@ A method (one file in methods/, registered with `@register_method("name")`):
   `on_epoch_end`, `on_train_step_end`);
 - keeps state that is not weights (a teacher snapshot, running trackers) in
   `extra_state` / `load_extra_state`, saved in the resume state;
-- predicts depth for validation, evaluation and prediction (`predict`).
+- predicts depth for validation, evaluation and prediction (`predict`), and lists the batch
+  entries predict reads (`export_inputs`: the inputs of an exported model).
 """
 import json
 import os
@@ -145,6 +146,22 @@ class Method(nn.Module):
         `predict_variants` False meanwhile: a variant that costs a forward pass of its own
         may be skipped then."""
         raise NotImplementedError
+
+    # --- export (export_model.py, benchmarks/inference_speed.py)
+    inference_intrinsics = ()  # scales s of the ("K", s) and ("inv_K", s) that predict() reads
+
+    def export_inputs(self):
+        """The batch entries predict() reads, in the order an exported model takes them as
+        positional tensors: [(key, shape)], "B" in a shape standing for the batch size.
+        Default: ("color", f, 0) B x 3 x H x W in [0, 1] for f in inference_frames, then
+        ("K", s) and ("inv_K", s) B x 4 x 4 (pixels at scale s) for s in
+        inference_intrinsics. A method that reads more (poses from files, missing-frame
+        flags) adds them here."""
+        h, w = self.opt.height, self.opt.width
+        entries = [(("color", f, 0), ("B", 3, h, w)) for f in self.inference_frames]
+        for s in self.inference_intrinsics:
+            entries += [(("K", s), ("B", 4, 4)), (("inv_K", s), ("B", 4, 4))]
+        return entries
 
     def prediction_dataset(self, path):
         """test_simple.py --image_path `path`: a dataset whose items carry everything predict()

@@ -165,6 +165,13 @@ class DynamicMultiFrame(Method):
     def inference_frames(self):
         return (0,) + SOURCE_FRAMES
 
+    inference_intrinsics = (0,)  # the cost volume is built at the network size
+
+    def export_inputs(self):
+        """Frames 0, -1, +1, K and inv_K, then the poses ("T", f) B x 4 x 4 (frame 0 ->
+        frame f, from files at evaluation)."""
+        return super().export_inputs() + [(("T", f), ("B", 4, 4)) for f in SOURCE_FRAMES]
+
     def run(self, inputs, key="color_aug"):
         return self.models["model"](inputs[(key, 0, 0)], [inputs[(key, f, 0)] for f in SOURCE_FRAMES],
                                     [inputs[("T", f)] for f in SOURCE_FRAMES], inputs[("K", 0)], inputs[("inv_K", 0)])

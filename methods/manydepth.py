@@ -128,6 +128,7 @@ class ManyDepth(Monodepth2):
         if opt.freeze_teacher_and_pose:
             self.freeze()
         self.inference_frames = (0,) if opt.eval_teacher else tuple([0] + self.matching_frames)
+        self.inference_intrinsics = () if opt.eval_teacher else (2,)  # the cost volume's 1/4
 
     def build_depth_networks(self):
         """The matching encoder and its decoder, and the single-frame teacher."""
@@ -361,6 +362,14 @@ class ManyDepth(Monodepth2):
         if not self.predict_variants:  # the Trainer's validation: no teacher pass
             return {"depth": depth, "disp": disp}
         return {"depth": depth, "disp": disp, "variants": {"single_frame": teacher_depth}}
+
+    def export_inputs(self):
+        """Frames, K and inv_K at 1/4, then a flag B per matching frame (1: the frame is
+        missing, a black image: its pose is zeroed; not read with --keep_missing_pose)."""
+        entries = super().export_inputs()
+        if not (self.opt.eval_teacher or self.opt.keep_missing_pose):
+            entries += [(("missing", f), ("B",)) for f in self.matching_frames]
+        return entries
 
     @property
     def output_name(self):

@@ -204,6 +204,10 @@ class MISMBase(Monodepth2):
         return (0,) if self.opt.single_frame else (0, self.match_id)
 
     @property
+    def inference_intrinsics(self):
+        return () if self.opt.single_frame else (2,)  # MNet matches at 1/4
+
+    @property
     def inference_models(self):
         if self.opt.single_frame:
             return ("s_encoder", "s_depth")

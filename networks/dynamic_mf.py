@@ -141,7 +141,7 @@ def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, p
         warped = F.grid_sample(source_and_mask, grid, mode="bilinear", padding_mode="zeros",
                                align_corners=align_corners).view(B, 4, c, H, W)
         lands = ((warped[:, 3] > 0) if reference_sampling else (warped[:, 3] >= MASK_INSIDE)) & in_front
-        inside &= lands.all(1, keepdim=True)
+        inside = inside & lands.all(1, keepdim=True)
         images = warped[:, :3].transpose(1, 2).reshape(B * c, 3, H, W) + shift
         keys = key.unsqueeze(1).expand(B, c, 3, H, W).reshape(B * c, 3, H, W)
         err = F.avg_pool2d(_matching_error(images, keys, match, ssim), patch, stride=1,

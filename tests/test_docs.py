@@ -33,9 +33,9 @@ DOCUMENTS = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(o
 # the number of project commands the documents hold today; fewer means a block was lost
 MIN_COMMANDS = 171
 
-ROOT_SCRIPTS = ("train.py", "evaluate_depth.py", "test_simple.py", "test_video.py", "export_gt_depth.py",
-                "precompute_depth_hints.py", "evaluate_pose.py", "quickstart.py", "import_reference_weights.py",
-                "prepare_cityscapes.py", "prepare_kitti_odom_depth.py")
+ROOT_SCRIPTS = ("train.py", "evaluate_depth.py", "test_simple.py", "test_video.py", "export_model.py",
+                "export_gt_depth.py", "precompute_depth_hints.py", "evaluate_pose.py", "quickstart.py",
+                "import_reference_weights.py", "prepare_cityscapes.py", "prepare_kitti_odom_depth.py")
 PROJECT_MODULES = ("synthetic_world", "datasets.synthetic_world")
 # programs whose lines are not commands of the project: skipped, by name
 OTHER_PROGRAMS = ("pip", "pip3", "wget", "cd", "unzip", "find", "parallel", "convert", "rm", "tensorboard")
@@ -285,7 +285,7 @@ def check_script(command):
     if failure or stop is None:
         return failure
     extras = list(stop.extras)
-    if command.script in ("evaluate_depth.py", "test_simple.py") and extras:
+    if command.script in ("evaluate_depth.py", "test_simple.py", "export_model.py") and extras:
         # a method's inference options (--eval_teacher, --single_frame, ...)
         parser = inference_parser(folder_methods(stop.namespace))
         return parse_failure(lambda: parser.parse_args(extras))
