@@ -26,8 +26,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from evaluation import DEPTH_METRIC_NAMES, TEST_SETS
-from evaluation.families import FAMILY_METRIC_NAMES, family_metrics, parse_metric_families
+from evaluation.families import (DEFAULT_FAMILIES, FAMILY_METRIC_NAMES, METRICS_HELP, family_metrics,
+                                 parse_metric_families)
 from evaluation.protocols import LazyMaps, Unavailable
+from evaluation.robustness import GROUP_TITLE as ROBUSTNESS_TITLE
 from evaluation.robustness import (CorruptedDataset, dee, parse_corruptions, parse_severities, reference_from_json,
                                    reference_from_scores, summarise)
 from utils import set_tf32
@@ -95,11 +97,8 @@ def parse_args(argv=None):
     g.add_argument("--no_eval", action="store_true", help="predict (and save) only")
     g.add_argument("--eval_out_dir", type=str, help="where predictions are written (default: the weights folder)")
     g.add_argument("--output_json", "--json", type=str, metavar="FILE", help="also write the metrics to this JSON file")
-    g.add_argument("--metrics", default="eigen", metavar="FAMILIES",
-                   help="metric families, comma-separated: eigen (always), pointcloud (Chamfer, F-score and IoU at "
-                        "0.1/0.2 m; needs the test set's intrinsics), edges (depth-edge accuracy and completeness; "
-                        "needs dense ground truth), all (default: eigen)")
-    g = p.add_argument_group("robustness (the inputs corrupted as KITTI-C / RoboDepth do)")
+    g.add_argument("--metrics", default=",".join(DEFAULT_FAMILIES), metavar="FAMILIES", help=METRICS_HELP)
+    g = p.add_argument_group(ROBUSTNESS_TITLE)
     g.add_argument("--corruptions", metavar="all|NAME[,NAME]",
                    help="also score every test set with its input images corrupted: all (18) or names, e.g. "
                         "gaussian_noise,fog; a table per corruption (mean over the severities), the mean, mRR")
@@ -323,7 +322,7 @@ def score(args, test_set, disps, out_dir, output=None):
         print(f" Scaling ratios | med: {med:0.3f} | std: {np.std(ratios / med):0.3f}")
         result.update(ratio_median=float(med), ratio_std=float(np.std(ratios / med)))
     print_table(metrics, test_set.protocol.metric_names)
-    for family in getattr(args, "metric_families", ("eigen",))[1:]:
+    for family in getattr(args, "metric_families", DEFAULT_FAMILIES)[1:]:
         try:
             values, count = family_metrics(family, test_set, disps, gts, factor, median, image_ratios,
                                            test_set.extra_masks())

@@ -20,6 +20,10 @@ from .protocols import Unavailable
 
 METRIC_FAMILIES = ("eigen", "pointcloud", "edges")
 FAMILY_METRIC_NAMES = {"pointcloud": POINTCLOUD_METRIC_NAMES, "edges": EDGE_METRIC_NAMES}
+DEFAULT_FAMILIES = METRIC_FAMILIES[:1]
+METRICS_HELP = ("metric families, comma-separated: eigen (always), pointcloud (Chamfer, F-score and IoU at 0.1/0.2 m; "
+                "needs the test set's intrinsics), edges (depth-edge accuracy and completeness; needs dense ground "
+                "truth), all (default: eigen)")
 
 
 def parse_metric_families(text):

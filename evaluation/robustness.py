@@ -18,6 +18,8 @@ from torch.utils.data import Dataset
 
 from .corruptions import CORRUPTIONS, ROBODEPTH_ORDER, SEVERITIES, corrupt, corruption_rng
 
+GROUP_TITLE = "robustness (the inputs corrupted as KITTI-C / RoboDepth do)"
+
 
 def parse_corruptions(text):
     """"all" or "NAME[,NAME...]" -> names in RoboDepth's order ("all": all 18)."""

@@ -88,6 +88,7 @@ def test_missing_hint_file_names_it(world, tmp_path):
         ds[0]
 
 
+@pytest.mark.slow  # an accuracy check of the SGM hints (17 s)
 def test_precomputed_hints_agree_with_rendered_depth(world, tmp_path):
     split = tmp_path / "lines.txt"
     folder = "2000_01_01/2000_01_01_drive_0001_sync"

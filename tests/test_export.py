@@ -31,7 +31,7 @@ FOLDERS = {
     "mism_student": ["--config", "synthetic_mism_student"],
     "dynamic_mf": ["--config", "synthetic_dynamic_mf"],
 }
-DEFAULT = ("monodepth2_mono", "manydepth", "dynamic_mf")  # one single-frame method, ManyDepth, dynamic_mf
+DEFAULT = ("monodepth2_mono", "manydepth")  # one single-frame method and a multi-frame one (dynamic_mf: slow)
 # inference options that change what predict reads: (folder, overrides)
 VARIANTS = [("manydepth", {"eval_teacher": True}), ("manydepth", {"keep_missing_pose": True}),
             ("mism_student", {"single_frame": True})]

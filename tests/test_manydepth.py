@@ -312,6 +312,7 @@ def test_resume_inside_epoch_zero_reproduces_the_losses(md_run, static_world, tm
             assert after[s]["terms"][name] == pytest.approx(value, rel=1e-6, abs=1e-8), (s, name)
 
 
+@pytest.mark.slow  # the same evaluation blocks: test_mism.py's (default suite)
 def test_evaluate_prints_multi_and_single_frame_blocks(md_run, static_world, tmp_path):
     _, log_dir = md_run
     folder = str(log_dir / "m" / "models" / "weights_1")

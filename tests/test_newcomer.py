@@ -176,6 +176,7 @@ def _world_with_a_truncated_image(world, tmp_path):
     return root, image
 
 
+@pytest.mark.slow  # 23 s: a whole run with --skip_bad_items
 def test_unreadable_image_mid_run_is_named_and_the_state_is_kept(static_world, tmp_path):
     root, image = _world_with_a_truncated_image(static_world, tmp_path)
     args = _args(static_world, tmp_path / "run", steps=8)  # one epoch: every item, the bad one too

@@ -70,6 +70,7 @@ def _losses(log_dir):
     return by_step
 
 
+@pytest.mark.slow  # exact resume at every phase: test_resume_phases.py; a truncated state: below
 def test_resume_after_sigkill_reproduces_the_losses(static_world, tmp_path):
     steps = 14
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
