@@ -171,6 +171,7 @@ def method_width_over_height(folder):
     return saved["width"] / saved["height"]
 
 
+@pytest.mark.slow  # 12 s; test_simple on multi-frame items: test_export.py and test_manydepth.py
 def test_predicts_a_sequence_with_test_simple(dmf_run, world, tmp_path):
     """test_simple.py on an odometry sequence: its keyframes (5 .. N-6) with frames -1, +1,
     the sequence's K and poses; --pred_metric_depth writes the metric depth itself (no x5.4),

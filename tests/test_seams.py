@@ -60,6 +60,7 @@ def toy_runs(static_world, tmp_path_factory):
     shutil.rmtree(tmp, ignore_errors=True)  # ~1.5 GB of weights and states: not kept to the session's end
 
 
+@pytest.mark.slow  # 44 s with the next one; the scripts' independence from papers is checked statically below
 def test_outside_method_trains_with_its_option_and_two_learning_rates(toy_runs):
     folder = toy_runs / "ref" / "toy" / "models" / "weights_1"
     saved = json.loads((folder / "opt.json").read_text())
@@ -88,6 +89,7 @@ def test_outside_method_resumes_exactly_with_its_own_state(toy_runs):
     assert method_state["epochs_started"] == [(0, 0), (1, 0), (1, 2)]
 
 
+@pytest.mark.slow
 def test_outside_method_is_evaluated_and_predicts_from_its_folder_alone(toy_runs, static_world, tmp_path):
     folder = str(toy_runs / "ref" / "toy" / "models" / "weights_1")
     res, metrics = evaluate_folder(folder, static_world, tmp_path / "m.json")
