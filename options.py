@@ -170,13 +170,21 @@ def add_shared_options(p):
                         "pytorch leaves PyTorch's defaults")
 
 
-def build_parser(method_cls=None):
+def build_parser(method_cls=None, method_name=None):
     """The training parser: shared options plus `method_cls`'s own (each class of its
-    hierarchy that defines add_options adds its group, bases first)."""
+    hierarchy that defines add_options adds its group, bases first). A built-in method given
+    by `method_name` instead adds the same groups from methods/option_groups.py without
+    importing its class (nor PyTorch)."""
     p = argparse.ArgumentParser(
         description="Train a self-supervised depth model. `--method NAME --help` also lists a method's options.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_shared_options(p)
+    if method_name is not None:
+        from methods.option_groups import add_method_options
+        if add_method_options(p, method_name):
+            return p
+        from methods import method_class
+        method_cls = method_class(method_name)
     if method_cls is not None:
         for cls in reversed(method_cls.__mro__):
             if "add_options" in cls.__dict__:
@@ -209,13 +217,13 @@ class MonodepthOptions:
         if first.config:
             preset, preset_path = read_preset(first.config)
         name = resolve_method_name(first.method, preset, argv)
-        cls = method_class(name)
-        parser = build_parser(cls)
+        parser = build_parser(method_name=name)  # --help exits in parse_args, before PyTorch is imported
         self.parser = parser
         if preset:
             parser.set_defaults(**check_preset(preset, preset_path, parser, name))
         opt = parser.parse_args(argv)
         opt.method = name
+        cls = method_class(name)
         check_options(opt)
         check_method_options(cls, opt)
         return opt
@@ -237,8 +245,7 @@ class MonodepthOptions:
         name = saved.get("method") or "monodepth2"
         if first.method and first.method != name:
             raise SystemExit(f"--resume: the run at {run_dir} uses --method {name}, not {first.method}")
-        cls = method_class(name)
-        parser = build_parser(cls)
+        parser = build_parser(method_name=name)
         self.parser = parser
         known = {a.dest for a in parser._actions}
         defaults = {k: v for k, v in saved.items() if k in known and k not in ("config", "method")}
@@ -247,6 +254,7 @@ class MonodepthOptions:
         parser.set_defaults(**defaults)
         opt = parser.parse_args(argv)
         opt.method = name
+        cls = method_class(name)
         check_options(opt)
         check_method_options(cls, opt)
         # options newer than the run (absent from its opt.json) stay as the run had them: their

@@ -91,13 +91,23 @@ def resolve_method_name(explicit, preset, argv):
     --use_depth_hints) upgrades it to the method that owns the flag, when the chosen one is
     a base of that method."""
     name = explicit or (preset or {}).get("method") or "monodepth2"
-    chosen = method_class(name)
+    if name not in BUILTIN:
+        method_class(name)  # a module path: imported here, so that a bad one is named at once
     for flag, owner in SELECTORS.items():
-        if f"--{flag}" in argv or bool((preset or {}).get(flag)):
-            cls = method_class(owner)
-            if cls is not chosen and issubclass(cls, chosen):
-                name, chosen = cls.name, cls
+        if (f"--{flag}" in argv or bool((preset or {}).get(flag))) and is_builtin_base(name, owner):
+            name = owner
     return name
+
+
+def is_builtin_base(name, other):
+    """Whether built-in method `name`'s class is a proper base of built-in `other`'s, from their
+    option chains (methods/option_groups.py: the classes' groups, bases first) without importing
+    either class; a test checks it against issubclass for every pair."""
+    from .option_groups import CHAINS
+    if name not in CHAINS or other not in CHAINS or name == other:
+        return False
+    chain, longer = CHAINS[name], CHAINS[other]
+    return len(chain) < len(longer) and longer[:len(chain)] == chain
 
 
 def build_method(opt):

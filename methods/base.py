@@ -2,7 +2,9 @@
 
 A method (one file in methods/, registered with `@register_method("name")`):
 - declares its own command-line options (`add_options`, this class's options only: the
-  option builder walks the class hierarchy) and checks them (`check_options`);
+  option builder walks the class hierarchy; a built-in class's add_options calls its function
+  in methods/option_groups.py, which imports no PyTorch, so --help stays fast) and checks
+  them (`check_options`);
 - builds its networks into `self.models`, an nn.ModuleDict whose keys are the weight-file
   names (encoder -> encoder.pth), and says which of them inference needs
   (`inference_models`) and which frames `predict` reads (`inference_frames`);

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from datasets.augment import LocalCrop, PatchReshuffle, default_augmentations, local_grid, unpermute
 from layers import disp_to_depth, zoom_camera, zoom_camera_reference
 from losses import scale_invariant_log
-from methods import register_method
+from methods import option_groups, register_method
 from methods.monodepth2 import Monodepth2
 
 
@@ -42,29 +42,7 @@ def reference_window(ratio, ox, oy, height, width):
 class BDEdepth(Monodepth2):
     @classmethod
     def add_options(cls, parser):
-        g = parser.add_argument_group("bdedepth")
-        g.add_argument("--use_local_crop", action="store_true",
-                       help="resizing-cropping: a zoomed view of every frame, its own photometric loss and "
-                            "an SI-log consistency with the original view")
-        g.add_argument("--use_patch_reshuffle", action="store_true",
-                       help="splitting-permuting: a rolled view of frame 0 whose un-permuted depth "
-                            "reconstructs the original target, and an SI-log consistency")
-        g.add_argument("--local_crop_ratio", type=float, nargs=2, default=[1.2, 2.0], metavar=("MIN", "MAX"),
-                       help="zoom range of --use_local_crop")
-        g.add_argument("--consistency_weight", type=float, default=0.07, help="weight of the SI-log consistency terms")
-        g.add_argument("--reference_zoom_geometry", action="store_true",
-                       help="the zoomed view's geometry as the released code computes it: the virtual camera "
-                            "from the crop's sampling grid (depth scale (W-1)/(W r-1) instead of 1/r, centre "
-                            "offsets that assume a centred principal point, the focal lengths of the batch's "
-                            "first item), and the SI-log term on the zoomed disparity resized to the rounded "
-                            "window (round(W/r) x round(H/r) at a rounded corner) against the original depth "
-                            "cropped there, instead of the original depth sampled at the crop's pixel centres")
-        g.add_argument("--consistency_detach", action="store_true",
-                       help="stop the consistency terms' gradient into the original view's depth (the reference "
-                            "lets it flow both ways)")
-        # the paper's networks (HRNet-18 and the grid decoder, full-resolution disparity only)
-        # and optimiser
-        parser.set_defaults(encoder="hrnet18", depth_decoder="grid", scales=[0], optimizer="adamw", weight_decay=0.01)
+        option_groups.bdedepth(parser)
 
     @classmethod
     def check_options(cls, opt):

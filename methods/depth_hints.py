@@ -14,7 +14,7 @@ import torch
 from datasets.mono_dataset import ItemTarget
 from layers import warp
 from losses import IDENTITY_NOISE, smoothness_loss
-from methods import register_method
+from methods import option_groups, register_method
 from methods.monodepth2 import Monodepth2
 
 MISSING_HINT_COST = 1000.0  # added to the hint's error where there is no hint: it never wins
@@ -72,10 +72,7 @@ def hint_depth_loss(depth_pred, depth_hint, hint_mask, valid):
 class DepthHints(Monodepth2):
     @classmethod
     def add_options(cls, parser):
-        g = parser.add_argument_group("depth hints")
-        g.add_argument("--use_depth_hints", action="store_true",
-                       help="selects this method (monodepth2's flag): hints compete with the reprojection")
-        g.add_argument("--depth_hint_path", type=str, help="precomputed hints (default: <data_path>/depth_hints)")
+        option_groups.depth_hints(parser)
 
     @classmethod
     def check_options(cls, opt):

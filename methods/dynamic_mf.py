@@ -40,7 +40,7 @@ import types
 import torch
 
 from losses import dynamic_mf_global_loss, dynamic_mf_total_loss
-from methods import register_method
+from methods import option_groups, register_method
 from methods.base import Method
 from networks import start_weights_file
 from networks.dynamic_mf import DynamicMultiFrameDepth
@@ -57,65 +57,7 @@ class DynamicMultiFrame(Method):
 
     @classmethod
     def add_options(cls, parser):
-        g = parser.add_argument_group("dynamic_mf")
-        g.add_argument("--backbone", choices=["resnet18", "effnet_b5"], default="resnet18",
-                       help="backbone of both modules (EfficientNet-B5: timm's tf_efficientnet_b5.ap_in1k)")
-        g.add_argument("--freeze_backbone", dest="freeze_backbone", action="store_true", default=None,
-                       help="keep the backbone's ImageNet weights (default for a pretrained resnet18)")
-        g.add_argument("--no_freeze_backbone", dest="freeze_backbone", action="store_false",
-                       help="train the backbone (default for effnet_b5 and from scratch)")
-        g.add_argument("--cv_num_bins", type=int, default=32, help="cost-volume depths")
-        g.add_argument("--cv_inv_depth_range", type=float, nargs=2, default=[0.0025, 0.33],
-                       metavar=("MIN", "MAX"), help="inverse-depth range of the cost volume and of the outputs")
-        g.add_argument("--cv_patch", type=int, default=3, help="window of the mean over the SSIM errors (odd)")
-        g.add_argument("--cv_match", choices=["ssim", "l1", "ssim_l1"], default="ssim",
-                       help="the cost volume's per-pixel matching error: SSIM (the paper's), L1, or 0.85 SSIM + "
-                            "0.15 L1 (MonoRec's choices)")
-        g.add_argument("--no_flip_after_cv", dest="flip_after_cv", action="store_false",
-                       help="no random horizontal flip in training (by default each sample is mirrored with "
-                            "p = 0.5 inside the model, after its cost volume)")
-        g.add_argument("--fusion", choices=["ccf", "mono_guide_multi", "multi_guide_mono", "none"], default="ccf",
-                       help="cross-cue fusion, one of its one-way ablations, or none (the two volumes side by side)")
-        g.add_argument("--ccf_dim", type=int, default=32, help="CCF's channels per cue")
-        g.add_argument("--silog_weight", type=float, default=4.0, help="weight of each SILog term")
-        g.add_argument("--vnl_weight", type=float, default=1.0, help="weight of each virtual-normal term")
-        g.add_argument("--vnl_sample_ratio", type=float, default=0.15, help="VNL: triplets per pixel")
-        g.add_argument("--pool_loss_across_processes", action="store_true",
-                       help="under DDP (torchrun), one SILog + VNL loss over the batch of all processes (their "
-                            "predictions and ground truth all-gathered, with gradients), as the released code's "
-                            "DataParallel scored its gathered batch of 8; without it each process scores its own "
-                            "samples and DDP averages the gradients. No effect in one process")
-        g.add_argument("--pose_source", choices=["dvso", "kitti_gt"], default="dvso",
-                       help="poses_dvso/NN.txt (MonoRec's DVSO poses) or poses/NN.txt (KITTI's)")
-        g.add_argument("--reference_align_corners", action="store_true",
-                       help="the released code's cost-volume sampling (align_corners=False with (W-1) "
-                            "coordinates; for its checkpoints)")
-        g.add_argument("--reference_cv_sampling", action="store_true",
-                       help="the released code's cost-volume warp: samples outside a source are mid-grey (not "
-                            "black), a lookup is valid wherever the warped border mask is non-zero (not >= 0.5), "
-                            "and the depths (1 / linspace in float32) and the projection (d K^-1 p, then K T, "
-                            "divided by z + 1e-7) are computed in its float32 steps")
-        g.add_argument("--reference_scatter", action="store_true",
-                       help="the released code's ground-truth placement (its integer crop box, no pixel centring, "
-                            "last point wins); evaluate_depth.py scores such a folder on that placement too")
-        g.add_argument("--reference_crop", action="store_true",
-                       help="frames cut at the released code's integer box (floor of the centred offset, e.g. "
-                            "244 .. 997 of a 1241-px frame, 753 px) and then resized, instead of the float box "
-                            "(244.5, 752 px) resized in one step; K stays the float crop's, as in the released code")
-        g.add_argument("--reference_vnl_intrinsics", action="store_true",
-                       help="VNL with batch item 0's focal length and the image centre (the released code)")
-        g.add_argument("--imagenet_stats", action="store_true",
-                       help="EfficientNet-B5 with ImageNet mean/std (the released code) instead of its own")
-        g.add_argument("--ref_compat", action="store_true",
-                       help="all of the released code's behaviours at once: --reference_align_corners "
-                            "--reference_cv_sampling --reference_scatter --reference_crop "
-                            "--reference_vnl_intrinsics --imagenet_stats --pool_loss_across_processes, and "
-                            "--allow_tf32 off")
-        g.add_argument("--eval_branch", choices=["multi", "mono"], default="multi",
-                       help="inference: the multi-frame output or the mono branch's as the main output")
-        parser.set_defaults(dataset="kitti_odom_mf", height=256, width=512, frame_ids=[0, -1, 1], scales=[0],
-                            max_depth=80.0, learning_rate=1e-4, amsgrad=True, scheduler_step_size=65,
-                            num_epochs=80, batch_size=8, best_metric="abs_rel")
+        option_groups.dynamic_mf(parser)
 
     @classmethod
     def check_options(cls, opt):

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import networks
 from layers import disp_to_depth, transformation_from_parameters
 from losses import automask_after_min, smoothness_loss
-from methods import register_method
+from methods import option_groups, register_method
 from methods.base import load_state_file
 from methods.monodepth2 import Monodepth2
 from networks.manydepth import ResnetEncoderMatching, matching_mask
@@ -49,41 +49,7 @@ class ManyDepth(Monodepth2):
 
     @classmethod
     def add_options(cls, parser):
-        g = parser.add_argument_group("manydepth")
-        g.add_argument("--num_depth_bins", type=int, default=96, help="cost-volume planes")
-        g.add_argument("--depth_binning", choices=["linear", "inverse"], default="linear",
-                       help="planes evenly spaced in depth or in inverse depth")
-        g.add_argument("--freeze_teacher_and_pose", action="store_true",
-                       help="teacher and pose network frozen from the start (e.g. with --mono_weights_folder)")
-        g.add_argument("--freeze_teacher_epoch", type=int, default=15,
-                       help="from this epoch the teacher, the pose network (and the depth trackers) stop "
-                            "learning (Cityscapes: 5; -1: never)")
-        g.add_argument("--freeze_teacher_step", type=int, default=-1,
-                       help="freeze after this many training steps instead of at an epoch (-1: use the epoch)")
-        g.add_argument("--freeze_resets_optimizer", action="store_true",
-                       help="the reference's freeze: a new Adam (fresh moments) and a new step schedule from the "
-                            "freeze epoch, so the epochs after it restart at the base LR (by default the optimiser "
-                            "and its schedule carry on)")
-        g.add_argument("--use_future_frame", action="store_true", help="also match against frame +1")
-        g.add_argument("--num_matching_frames", type=int, default=1,
-                       help="previous frames in the cost volume (each must be in --frame_ids)")
-        g.add_argument("--disable_motion_masking", action="store_true",
-                       help="do not drop pixels where the cost volume and the teacher disagree")
-        g.add_argument("--no_matching_augmentation", action="store_true",
-                       help="no static-camera / zero-pose samples")
-        g.add_argument("--mono_weights_folder", type=str,
-                       help="start the teacher and the pose network from this folder (a ManyDepth folder's "
-                            "mono_encoder/mono_depth/pose_encoder/pose, or a monodepth2 folder's "
-                            "encoder/depth/pose_encoder/pose)")
-        g.add_argument("--cost_count_nonzero", action="store_true",
-                       help="reference behaviour: count a lookup as valid where its cost is > 0, so an "
-                            "exact match counts as missing (default: count the in-view mask)")
-        g.add_argument("--zero_cost_volume", action="store_true", help="evaluation: zero poses (single-frame mode)")
-        g.add_argument("--static_camera", action="store_true", help="evaluation: match the target against itself")
-        g.add_argument("--eval_teacher", action="store_true", help="evaluation: the single-frame teacher's depth")
-        g.add_argument("--keep_missing_pose", action="store_true",
-                       help="evaluation: keep the predicted pose of a missing (black) previous frame, as the "
-                            "reference evaluation did (default: zero it)")
+        option_groups.manydepth(parser)
 
     @classmethod
     def check_options(cls, opt):

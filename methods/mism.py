@@ -40,14 +40,14 @@ import torch.nn.functional as F
 import networks
 from layers import SSIM, disp_to_depth, transformation_from_parameters, warp
 from losses import ReprojectionLoss, automask_after_min, masked_silog, masked_ssim_l1, smoothness_loss
-from methods import register_method
+from methods import option_groups, register_method
+from methods.option_groups import SNETS
 from methods.base import folder_options, load_state_file
 from methods.monodepth2 import Monodepth2
 from networks.mism import MNet, keep_mask_at, random_hole_mask
 
 SNET_MODELS = ("s_encoder", "s_depth", "pose_encoder", "pose")
 MNET_MODELS = ("m_encoder", "reg3d", "up")
-SNETS = {"hrnet": ("hrnet18_raw", "msf"), "resnet": ("resnet", "monodepth2")}
 MNET_OPTIONS = ("num_depth_bins", "schedule_type", "reg3d_c", "norm_radius", "adaptive_range", "depth_bin_fac",
                 "delta_fac", "convex_up", "matching_ids")
 
@@ -59,33 +59,7 @@ class MISMBase(Monodepth2):
 
     @classmethod
     def add_options(cls, parser):
-        g = parser.add_argument_group("mism (both stages)")
-        g.add_argument("--snet", choices=sorted(SNETS), default="hrnet",
-                       help="single-frame network: HRNet-18 (raw RGB) + MSF decoder, or ResNet-18 + "
-                            "Monodepth2's decoder (sets --encoder / --depth_decoder)")
-        g.add_argument("--num_depth_bins", type=int, default=16, help="MNet's hypotheses (a multiple of 8)")
-        g.add_argument("--schedule_type", choices=["inverse", "linear", "log"], default="inverse",
-                       help="spacing of the hypotheses between d_p/(1+F) and d_p(1+F)")
-        g.add_argument("--matching_ids", type=int, nargs=2, default=[0, -1], metavar=("TARGET", "SOURCE"),
-                       help="MNet matches frame 0 against SOURCE (-1: the previous frame; 1: the next one, "
-                            "which makes the model use a future frame)")
-        g.add_argument("--prior_scale", type=int, default=2, help="scale of the cost volume (only 2 is supported)")
-        g.add_argument("--reg3d_c", type=int, default=16, help="base channels of the 3D U-Net")
-        g.add_argument("--norm_radius", type=int, default=1, help="window of the local soft-argmax (k* +- r)")
-        add_switch(g, "adaptive_range", "PADS: per-pixel hypothesis range F, updated after each training step")
-        g.add_argument("--depth_bin_fac", type=float, default=1.0, help="initial F (range d_p/(1+F) .. d_p(1+F))")
-        g.add_argument("--delta_fac", type=float, default=1.2, help="PADS update factor")
-        add_switch(g, "convex_up", "convex x4 upsampling of MNet's depth (else bilinear)")
-        g.add_argument("--ssim_lw", type=float, default=0.85,
-                       help="SSIM's weight in the photometric error (the rest is L1), for SNet, MNet and the "
-                            "distillation mask")
-        g.add_argument("--mnet_weights_folder", type=str,
-                       help="inference: MNet (m_encoder, reg3d with F, up) from this folder, the SNet and pose "
-                            "network from --load_weights_folder (a bundle assembled from two runs)")
-        g.add_argument("--single_frame", action="store_true",
-                       help="inference (evaluate_depth.py, test_simple.py): SNet alone on one frame "
-                            "(s_encoder.pth, s_depth.pth)")
-        parser.set_defaults(encoder="hrnet18_raw", depth_decoder="msf", scales=[0], frame_ids=[0, -1, 1])
+        option_groups.mism(parser)
 
     @classmethod
     def check_options(cls, opt):
@@ -257,13 +231,6 @@ def distillation_mask(e_teacher, e_student):
     return e_teacher < e_student.detach()
 
 
-def add_switch(group, name, help):
-    """--name (the default, on) and --no_name (off): MISM's store_true flags that defaulted
-    to True and so could not be switched off."""
-    group.add_argument(f"--{name}", dest=name, action="store_true", default=True, help=help + " (default: on)")
-    group.add_argument(f"--no_{name}", dest=name, action="store_false", help=f"switch --{name} off")
-
-
 @register_method("mism_teacher")
 class MISMTeacher(MISMBase):
     """Stage 1: SNet + pose (Monodepth2's loss) and MNet (its photometric loss, smoothness and
@@ -271,16 +238,7 @@ class MISMTeacher(MISMBase):
 
     @classmethod
     def add_options(cls, parser):
-        g = parser.add_argument_group("mism_teacher")
-        g.add_argument("--mask_lw", type=float, default=10.0, help="weight of the masked-image consistency")
-        g.add_argument("--masked_loss", choices=["fixed", "reference"], default="fixed",
-                       help="fixed: one hole per image, the loss in the hole, weight mask_lw, target detached; "
-                            "reference: MISM's code (one hole per batch, the visible pixels, weight mask_lw^2, "
-                            "no stop-gradient)")
-        g.add_argument("--multi_frame_disparity_smoothness", type=float, default=1e-3,
-                       help="smoothness weight of MNet's normalised disparity")
-        g.add_argument("--lr_fac", type=float, default=1.0, help="MNet's LR = --learning_rate x this")
-        parser.set_defaults(learning_rate=2e-4)
+        option_groups.mism_teacher(parser)
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -355,23 +313,7 @@ class MISMStudent(MISMBase):
 
     @classmethod
     def add_options(cls, parser):
-        g = parser.add_argument_group("mism_student")
-        g.add_argument("--teacher_weights_folder", type=str,
-                       help="stage 1's weight folder (e.g. models/weights_19): its SNet, pose network and MNet "
-                            "are the frozen teacher; its MNet is the student's multi-frame network at test time")
-        add_switch(g, "use_many_frame_depth", "distil the teacher's MNet depth (else the teacher SNet's)")
-        add_switch(g, "msc_min_reproj_mask", "distil only where the teacher's reprojection error is below the student's")
-        g.add_argument("--msc_loss_type", choices=["silog", "l1", "ssim"], default="silog",
-                       help="distillation loss: SILog (scale-invariant), L1, or 0.85 SSIM + 0.15 L1 of the depths, "
-                            "each over the distillation mask")
-        g.add_argument("--msc_ssim_l1_everywhere", action="store_true",
-                       help="--msc_loss_type ssim: the L1 term over all pixels, not only the masked ones (MISM's code)")
-        g.add_argument("--msc_loss_weight", type=float, default=0.1, help="distillation weight")
-        g.add_argument("--variance_focus", type=float, default=1.0, help="SILog's lambda (1: scale-invariant)")
-        g.add_argument("--start_msc_epochs", type=int, default=-1, help="distil from this epoch (-1: from the start)")
-        g.add_argument("--disable_reprojection_loss", action="store_true",
-                       help="no photometric loss for the student (distillation and smoothness only)")
-        parser.set_defaults(learning_rate=1e-4)
+        option_groups.mism_student(parser)
 
     @classmethod
     def check_options(cls, opt):

@@ -8,7 +8,7 @@ import networks
 from layers import (BackprojectDepth, Project3D, disp_to_depth, transformation_from_parameters,
                     warp)
 from losses import ReprojectionLoss, min_reprojection, smoothness_loss
-from methods import register_method
+from methods import option_groups, register_method
 from methods.base import Method
 
 PREDICTIVE_MASK_WEIGHT = 0.2
@@ -18,19 +18,7 @@ PREDICTIVE_MASK_WEIGHT = 0.2
 class Monodepth2(Method):
     @classmethod
     def add_options(cls, parser):
-        g = parser.add_argument_group("monodepth2")
-        g.add_argument("--pose_model_type", type=str, default="separate_resnet",
-                       help="pose network by registered name: separate_resnet (its own ResNet), shared (the "
-                            "depth encoder's features), posecnn, or one registered in networks/")
-        g.add_argument("--pose_model_input", type=str, default="pairs", choices=["pairs", "all"],
-                       help="pose from frame pairs (target, source) or from all frames at once")
-        g.add_argument("--disparity_smoothness", type=float, default=1e-3, help="edge-aware smoothness weight")
-        g.add_argument("--v1_multiscale", action="store_true", help="Monodepth v1: losses at each scale's size")
-        g.add_argument("--avg_reprojection", action="store_true", help="average over sources instead of the minimum")
-        g.add_argument("--disable_automasking", action="store_true", help="no identity (auto-mask) candidates")
-        g.add_argument("--predictive_mask", action="store_true",
-                       help="Zhou et al.'s predictive explainability mask (needs --disable_automasking)")
-        g.add_argument("--no_ssim", action="store_true", help="L1 photometric error only")
+        option_groups.monodepth2(parser)
 
     @classmethod
     def check_options(cls, opt):

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from layers import disp_to_depth, multiview_consistency
-from methods import register_method
+from methods import option_groups, register_method
 from methods.monodepth2 import Monodepth2
 
 
@@ -45,29 +45,7 @@ def distillation_loss(depth, depth_teacher, mask, weight):
 class SRD(Monodepth2):
     @classmethod
     def add_options(cls, parser):
-        g = parser.add_argument_group("srd")
-        g.add_argument("--distill_weight", type=float, default=0.1, help="weight of the self-distillation L1 term")
-        g.add_argument("--distill_start_epoch", type=int, default=1,
-                       help="first epoch with a teacher (the network at the end of the previous epoch)")
-        g.add_argument("--distill_filter", type=str, default="multiview",
-                       choices=["multiview", "multiview_reference", "none"],
-                       help="keep teacher pixels that pass the geometric check with frame +1 and project inside "
-                            "it (multiview); the released code's check, without the in-view test: a pixel "
-                            "projecting outside frame +1 reads depth 0 there and is kept when its error is "
-                            "still below the mean (multiview_reference); or all pixels (none)")
-        g.add_argument("--distill_filter_factor", type=float, default=1.0,
-                       help="keep pixels whose relative error is below this x the image's mean (a variant uses 6)")
-        g.add_argument("--decoder_lr", type=float, default=1e-4,
-                       help="LR of the depth decoder and pose networks (the encoder uses --learning_rate)")
-        g.add_argument("--srd_decoder_init", type=str, default="default", choices=["default", "kaiming"],
-                       help="init of the offset-refinement decoder: default = PyTorch's default init of every "
-                            "layer, the channel-attention gates being nn.Linear layers (the released code's: its "
-                            "Kaiming loop there touches nn.Conv2d layers only, i.e. none); kaiming = "
-                            "Kaiming-normal nested-decoder convolutions (fan_in) and channel-attention gates "
-                            "(fan_out), which a randomly initialised encoder needs to learn (see the README)")
-        # the paper's optimiser: AdamW (weight decay 0.01), x0.9 per epoch; its decoder
-        parser.set_defaults(depth_decoder="srd", optimizer="adamw", weight_decay=0.01,
-                            lr_sche_type="exponential", decay_rate=0.9)
+        option_groups.srd(parser)
 
     @classmethod
     def check_options(cls, opt):

@@ -223,8 +223,30 @@ def _imported_modules(*command):
 def test_help_and_option_parsing_load_no_backbone_library():
     res, names = _imported_modules("train.py", "--help")
     assert res.returncode == 0 and "--learning_rate" in res.stdout
-    assert not names & {"torchvision", "timm", "h5py", "scipy", "cv2", "tensorboardX", "matplotlib"}, names
+    assert not names & {"torch", "torchvision", "timm", "h5py", "scipy", "cv2", "tensorboardX", "matplotlib"}, names
+    for method in ("srd", "mism_student", "dynamic_mf"):  # every built-in's --help is PyTorch-free too
+        res, names = _imported_modules("train.py", "--method", method, "--help")
+        assert res.returncode == 0 and "--learning_rate" in res.stdout and "torch" not in names, (method, names)
     # a method other than the default loads its own file, not the others'
     res, names = _imported_modules("-c", "from options import MonodepthOptions; "
                                    "MonodepthOptions().parse(['--method', 'srd', '--help'])")
     assert "timm" not in names and "h5py" not in names
+
+
+def _parser_summary(parser):
+    return parser.format_help(), sorted((a.dest, repr(a.default), tuple(a.option_strings)) for a in parser._actions), \
+        sorted((k, repr(v)) for k, v in parser._defaults.items())
+
+
+def test_option_groups_build_the_same_parser_as_the_method_classes():
+    """--help and parsing take a built-in method's options from methods/option_groups.py without
+    importing its class: the parser must be the one its class hierarchy's add_options builds."""
+    from methods import BUILTIN, is_builtin_base, load_all_methods, method_class
+    from options import build_parser
+    load_all_methods()
+    for name in BUILTIN:
+        by_name, by_class = build_parser(method_name=name), build_parser(method_class(name))
+        assert _parser_summary(by_name) == _parser_summary(by_class), name
+        for other in BUILTIN:
+            expected = other != name and issubclass(method_class(other), method_class(name))
+            assert is_builtin_base(name, other) == expected, (name, other)
