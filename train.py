@@ -1,4 +1,5 @@
 """Train a depth model: python train.py --model_name NAME [options] (see options.py)."""
+import os
 import sys
 
 from training.profile import TIMELINE  # first: it notes the launch time (see training/profile.py)
@@ -16,3 +17,8 @@ if __name__ == "__main__":
     except ItemError as e:  # a file of the split is missing or unreadable: say which, no traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    # every file is written and closed and the loaders' workers are stopped: leave without the
+    # interpreter's teardown of PyTorch's modules (about 1.8 s on a 2-core CPU)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

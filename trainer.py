@@ -342,7 +342,11 @@ class Trainer:
                                        drop_last=True, **common)
         val_batch = max(min(opt.batch_size, len(self.val_dataset)), 1)
         self.val_sampler = EpochSampler(len(self.val_dataset), val_batch, True, opt.seed + 1)
-        self.val_loader = DataLoader(self.val_dataset, val_batch, sampler=self.val_sampler, drop_last=True, **common)
+        # the in-training check reads one batch per log line: in this process (workers would
+        # prefetch batches that wait, unused, until the next log line)
+        in_process = {k: v for k, v in common.items() if k != "prefetch_factor"}
+        in_process.update(num_workers=0, persistent_workers=False)
+        self.val_loader = DataLoader(self.val_dataset, val_batch, sampler=self.val_sampler, drop_last=True, **in_process)
         self.val_iter = None
         # the epoch's validation: built once (its workers persist), with a generator of its own,
         # so that validating never draws from the training's random streams
@@ -404,6 +408,7 @@ class Trainer:
             raise
         finally:
             self.logger.close()
+            self.close_loaders()
             if self.skipped_items:
                 self._print(f"-> {self.skipped_items} unreadable items were skipped (--skip_bad_items; the log "
                             "lines beginning '-> skipped:' name them)")
@@ -411,6 +416,16 @@ class Trainer:
                 self._barrier()
                 dist.destroy_process_group()
         return self
+
+    def close_loaders(self):
+        """Stop the loaders' persistent workers now (else the interpreter's exit waits for them)."""
+        for loader in (getattr(self, "train_loader", None), getattr(self, "val_loader", None),
+                       getattr(self, "val_epoch_loader", None)):
+            iterator = getattr(loader, "_iterator", None)
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+                loader._iterator = None
+        self.val_iter = None
 
     def _train_epochs(self):
         opt = self.opt
@@ -697,6 +712,7 @@ class Trainer:
                                                 self.opt)
         if name is None:
             self._saved_epoch = self.epoch
+            self._weights_at_step = (self.step, folder)  # the state saved at this step links its files
             if self.opt.keep_weights > 0:
                 checkpoints.prune_weight_folders(self.models_dir, self.opt.keep_weights,
                                                  protect=os.path.basename(folder))
@@ -728,7 +744,9 @@ class Trainer:
                  "epoch_end_done": self.epoch_end_done,
                  "nonfinite_in_row": self.nonfinite_in_row, "skipped_items": self.skipped_items,
                  "options": vars(self.opt)}
-        return checkpoints.save_state(self.state_dir, state)
+        step, folder = getattr(self, "_weights_at_step", (None, None))
+        linked = folder if step == self.step and os.path.isdir(folder) else None
+        return checkpoints.save_state(self.state_dir, state, linked, checkpoints.ENCODER_INFO_KEYS)
 
     def _resume(self):
         state, path = checkpoints.load_latest_state(self.state_dir, self._print)

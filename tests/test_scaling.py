@@ -109,6 +109,48 @@ def test_truncated_state_falls_back_to_previous(static_world, tmp_path, capsys):
     assert t.step == 2  # previous.pt: the state after step 2
 
 
+def test_the_state_at_a_weight_folder_links_its_files_and_restores_the_same_tensors(static_world, tmp_path):
+    from training import checkpoints
+    t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, steps=2)))
+    t.train()
+    state_dir, weights = tmp_path / "m" / "state", tmp_path / "m" / "models" / "weights_0"
+    linked = state_dir / "linked" / "step_000000000002"
+    names = sorted(p.name for p in linked.iterdir())
+    assert names == sorted(f"{n}.pth" for n in list(t.method.models) + ["adam"])
+    for name in names:  # the same bytes, written once
+        assert os.stat(linked / name).st_ino == os.stat(weights / name).st_ino, name
+    weight_bytes = sum(p.stat().st_size for p in weights.iterdir())
+    assert (state_dir / "last.pt").stat().st_size < 0.01 * weight_bytes
+    state, _ = checkpoints.load_latest_state(str(state_dir))
+    expected = t.method.state_dict()
+    assert state["models"].keys() == expected.keys()
+    assert all(torch.equal(state["models"][k], v) for k, v in expected.items())
+    saved, current = state["optimizer"]["state"], t.optimizer.state_dict()["state"]
+    assert saved.keys() == current.keys() and len(saved) > 0
+    assert all(torch.equal(saved[i]["exp_avg_sq"], current[i]["exp_avg_sq"]) for i in current)
+
+
+def test_linked_states_keep_the_files_that_last_and_previous_name(tmp_path):
+    from training import checkpoints
+    weights, state_dir = tmp_path / "w", tmp_path / "state"
+    for step in (1, 2, 3):
+        weights.mkdir(exist_ok=True)
+        torch.save({"a": torch.full((2,), float(step)), "height": 64}, weights / "encoder.pth")
+        torch.save({"state": {}, "param_groups": [{"lr": step}]}, weights / "adam.pth")
+        state = {"models": {"models.encoder.a": torch.full((2,), float(step)), "other.b": torch.zeros(1)},
+                 "optimizer": {"state": {}, "param_groups": [{"lr": step}]}, "step": step}
+        checkpoints.save_state(str(state_dir), state, str(weights), checkpoints.ENCODER_INFO_KEYS)
+        shutil.rmtree(weights)  # the links outlive the weight folder
+    assert sorted(os.listdir(state_dir / "linked")) == ["step_000000000002", "step_000000000003"]
+    state, path = checkpoints.load_latest_state(str(state_dir))
+    assert path.endswith("last.pt") and state["models"]["models.encoder.a"].tolist() == [3.0, 3.0]
+    assert set(state["models"]) == {"models.encoder.a", "other.b"} and state["optimizer"]["param_groups"][0]["lr"] == 3
+    shutil.rmtree(state_dir / "linked" / "step_000000000003")  # a lost link: the previous state is used
+    messages = []
+    state, path = checkpoints.load_latest_state(str(state_dir), messages.append)
+    assert path.endswith("previous.pt") and state["step"] == 2 and "damaged" in messages[0]
+
+
 @pytest.mark.slow  # two 7-epoch trainings, 3.5 min on 2 cores (the default suite's budget)
 def test_bf16_channels_last_tracks_float32(static_world, tmp_path):
     curves = {}
@@ -282,7 +324,11 @@ def test_best_epoch_folder_is_linked_not_copied(static_world, tmp_path):
     best, files = models / "weights_best", sorted(os.listdir(models / "weights_best"))
     assert "encoder.pth" in files and "adam.pth" in files
     for name in files:  # the best epoch's own files (one copy on disk), still there after pruning
-        assert os.stat(best / name).st_nlink == (2 if (models / f"weights_{best_epoch}").is_dir() else 1), name
+        inode = os.stat(best / name).st_ino
+        names = [p for p in (tmp_path / "m").rglob(name) if os.stat(p).st_ino == inode]  # with the state's links
+        assert os.stat(best / name).st_nlink == len(names), name
+        if (models / f"weights_{best_epoch}").is_dir():
+            assert models / f"weights_{best_epoch}" / name in names, name
     assert sorted(d for d in os.listdir(models) if d.startswith("weights_")) == ["weights_1", "weights_best"]
     state = torch.load(best / "encoder.pth", weights_only=True)
     assert set(state) >= {"height", "width"}

@@ -12,6 +12,7 @@ import torch
 from utils import atomic_torch_save, atomic_write_bytes
 
 STATE_FILES = ("incoming.pt", "last.pt", "previous.pt")  # newest complete state first
+ENCODER_INFO_KEYS = ("height", "width", "use_stereo")  # what encoder.pth holds beside the weights
 
 
 def options_json(opt):
@@ -24,7 +25,7 @@ def save_weight_folder(method, optimizer, folder, opt):
     tmp = folder + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        method.save_weights(tmp, {"height": opt.height, "width": opt.width, "use_stereo": opt.use_stereo})
+        method.save_weights(tmp, {k: getattr(opt, k) for k in ENCODER_INFO_KEYS})
         atomic_torch_save(optimizer.state_dict(), os.path.join(tmp, "adam.pth"))  # monodepth2's name
         atomic_write_bytes(os.path.join(tmp, "opt.json"), options_json(opt))
     except BaseException:
@@ -136,17 +137,74 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_state(state_dir, state):
+LINKED_KEEP = 2  # linked states whose files are kept: last.pt and previous.pt name at most these
+
+
+def save_state(state_dir, state, weight_folder=None, extra_keys=()):
     """state_dir/last.pt, complete on disk (incoming.pt) before the rotation; the state
-    before it is kept as previous.pt."""
+    before it is kept as previous.pt.
+
+    weight_folder: a weight folder written from these very networks and optimiser (the epoch
+    end). The state then holds its network and optimiser files as hard links (state_dir/
+    linked/, the same bytes written once) instead of a second copy; `extra_keys` are the
+    entries save_weights added to encoder.pth. Links of older states are removed once no
+    state file can name them."""
     os.makedirs(state_dir, exist_ok=True)
+    if weight_folder is not None:
+        state = _link_weight_files(state_dir, state, weight_folder, extra_keys)
     last = os.path.join(state_dir, "last.pt")
     incoming = os.path.join(state_dir, "incoming.pt")
     atomic_torch_save(state, incoming)
     if os.path.isfile(last):
         os.replace(last, os.path.join(state_dir, "previous.pt"))
     os.replace(incoming, last)
+    if weight_folder is not None:
+        _remove_old_links(state_dir)
     return last
+
+
+def _link_weight_files(state_dir, state, weight_folder, extra_keys):
+    models = state["models"]
+    names = sorted({k.split(".")[1] for k in models if k.startswith("models.")})
+    names = [n for n in names if os.path.isfile(os.path.join(weight_folder, f"{n}.pth"))]
+    folder = os.path.join(state_dir, "linked", f"step_{state['step']:012d}")
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for name in names + ["adam"]:
+        source, target = os.path.join(weight_folder, f"{name}.pth"), os.path.join(tmp, f"{name}.pth")
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+    _replace_folder(tmp, folder)
+    state = dict(state)
+    state["models"] = {k: v for k, v in models.items() if not (k.startswith("models.") and k.split(".")[1] in names)}
+    state["optimizer"] = None
+    state["linked"] = {"folder": os.path.relpath(folder, state_dir), "networks": names,
+                       "extra_keys": list(extra_keys)}
+    return state
+
+
+def _remove_old_links(state_dir):
+    root = os.path.join(state_dir, "linked")
+    steps = sorted(d for d in os.listdir(root) if d.startswith("step_") and not d.endswith((".tmp", ".old")))
+    for name in steps[:-LINKED_KEEP]:
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _read_state(path):
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    linked = state.get("linked")
+    if linked:
+        folder = os.path.join(os.path.dirname(path), linked["folder"])
+        for name in linked["networks"]:
+            network = torch.load(os.path.join(folder, f"{name}.pth"), map_location="cpu", weights_only=True)
+            if name == "encoder":
+                network = {k: v for k, v in network.items() if k not in linked["extra_keys"]}
+            state["models"].update({f"models.{name}.{k}": v for k, v in network.items()})
+        state["optimizer"] = torch.load(os.path.join(folder, "adam.pth"), map_location="cpu", weights_only=True)
+    return state
 
 
 def load_latest_state(state_dir, log=print):
@@ -157,7 +215,7 @@ def load_latest_state(state_dir, log=print):
         if not os.path.isfile(path):
             continue
         try:
-            return torch.load(path, map_location="cpu", weights_only=False), path
+            return _read_state(path), path
         except Exception as e:
             log(f"-> {path} is damaged or truncated ({type(e).__name__}: {e}); falling back to the previous state")
     raise SystemExit(f"--resume: no readable state in {state_dir} (start without --resume)")
