@@ -97,6 +97,19 @@ class Project3D(nn.Module):
         return (pix / scale - 0.5) * 2
 
 
+def bins_per_chunk(num_bins, per_bin, max_elements):
+    """How many depth bins a cost volume builds at once: as many as keep a chunk under
+    `max_elements` (per_bin: the elements one bin costs), at least 1, at most num_bins.
+    A graph being traced (torch.jit.trace, ONNX export) gets all bins in one chunk: the
+    trace would keep the loop's trace-time number of chunks while it records the chunk
+    size as arithmetic on the input's batch size, so at another batch the slices and the
+    loop disagree. Each bin is computed independently, so one chunk or several give the
+    same numbers; only the memory differs."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+        return num_bins
+    return min(num_bins, max(1, max_elements // per_bin))
+
+
 def warp(source, grid):
     """Bilinear sampling of `source` at `grid` (from Project3D). align_corners=True matches
     the (W-1) normalisation of Project3D; the reference code left it False (half-pixel

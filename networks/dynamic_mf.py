@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from layers import PROJECTION_EPS, SSIM
+from layers import PROJECTION_EPS, SSIM, bins_per_chunk
 from .resnet_encoder import IMAGENET_MEAN, IMAGENET_STD, load_imagenet_state_dict
 from .timm_encoder import create_timm_model
 
@@ -131,22 +131,27 @@ def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, p
     shift = 0.5 if reference_sampling else 0.0  # padding value of the images: grey or black
     source_and_mask = torch.cat([source - shift, border_mask.expand(B, 1, H, W)], 1)  # B x 4 x H x W
     P = K @ T
-    sad = key.new_empty(B, D, H, W)
-    inside = torch.ones(B, 1, H, W, dtype=torch.bool, device=key.device)
-    chunk = max(1, MAX_CHUNK_ELEMENTS // (B * 4 * H * W))
-    for start in range(0, D, chunk):
-        d = depths[start:start + chunk]
+
+    def chunk_error(d):  # sad of the depths d (B x c x H x W) and where the warp lands inside at all of them
         c = d.numel()
         grid, in_front = _plane_grids(rays, P, d, H, W, reference_order=reference_sampling)
         warped = F.grid_sample(source_and_mask, grid, mode="bilinear", padding_mode="zeros",
                                align_corners=align_corners).view(B, 4, c, H, W)
         lands = ((warped[:, 3] > 0) if reference_sampling else (warped[:, 3] >= MASK_INSIDE)) & in_front
-        inside = inside & lands.all(1, keepdim=True)
         images = warped[:, :3].transpose(1, 2).reshape(B * c, 3, H, W) + shift
         keys = key.unsqueeze(1).expand(B, c, 3, H, W).reshape(B * c, 3, H, W)
         err = F.avg_pool2d(_matching_error(images, keys, match, ssim), patch, stride=1,
                            padding=patch // 2)  # zero padded
-        sad[:, start:start + c] = (err * weights).sum(1).view(B, c, H, W)
+        return (err * weights).sum(1).view(B, c, H, W), lands.all(1, keepdim=True)
+
+    chunk = bins_per_chunk(D, B * 4 * H * W, MAX_CHUNK_ELEMENTS)
+    if chunk == D:  # one piece (always so in an exported graph)
+        return chunk_error(depths)
+    sad = key.new_empty(B, D, H, W)
+    inside = torch.ones(B, 1, H, W, dtype=torch.bool, device=key.device)
+    for start in range(0, D, chunk):
+        sad[:, start:start + chunk], lands = chunk_error(depths[start:start + chunk])
+        inside = inside & lands
     return sad, inside
 
 
@@ -168,7 +173,8 @@ def ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, ali
 def _ssim_cost_volume(key, sources, poses, K, invK, depths, border=CV_BORDER, align_corners=True,
                       patch=3, match="ssim", reference_sampling=False):
     """MonoRec's photometric cost volume of the key frame (spec §3.2), batched over the batch
-    and the bins (chunks of bins bound the memory), never differentiated.
+    and the bins (chunks of bins bound the memory; an exported graph builds all bins in one
+    chunk, layers.bins_per_chunk), never differentiated.
 
     key: B x 3 x H x W in [0, 1]; sources: list of B x 3 x H x W in [0, 1] (or B x N x 3 x H x W);
     poses: list of B x 4 x 4 key -> source (or B x N x 4 x 4); K, invK: B x 4 x 4 at H x W; depths: D (D >= 2).

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from layers import PROJECTION_EPS
+from layers import PROJECTION_EPS, bins_per_chunk
 from .resnet_encoder import IMAGENET_MEAN, IMAGENET_STD, RESNETS, load_imagenet_state_dict
 
 BORDER = 2  # px of the feature map ignored at both ends (ResNet's zero padding)
@@ -90,7 +90,8 @@ class ResnetEncoderMatching(nn.Module):
     Memory: the volume is built in chunks of bins, each warping every lookup frame for all
     its bins with one grid_sample (bins stacked along the grid's rows), so a chunk holds
     about B*N*C*Dc*h*w floats, Dc chosen to stay under `max_chunk_elements` (2**26: at
-    640x192, B=12, N=1, 11 bins a chunk, 9 chunks). The geometry and the volume are float32
+    640x192, B=12, N=1, 11 bins a chunk, 9 chunks); an exported (traced) graph builds all bins
+    in one chunk (layers.bins_per_chunk), so its memory grows with the batch. The geometry and the volume are float32
     even under autocast. As in the reference, the volume is built without gradient: the
     target features get their gradient through the concatenation before `reduce_conv`.
     """
@@ -171,11 +172,8 @@ class ResnetEncoderMatching(nn.Module):
             interior[BORDER:h - BORDER, BORDER:w - BORDER] = True
             size = torch.tensor([w - 1, h - 1], dtype=torch.float32, device=target.device)
             lookup = lookup.reshape(b * n, c, h, w)
-            cost = target.new_zeros(b, len(bins), h, w)
-            count = target.new_zeros(b, len(bins), h, w)
-            chunk = max(1, self.max_chunk_elements // (b * n * c * h * w))
-            for start in range(0, len(bins), chunk):
-                z = bins[start:start + chunk]
+
+            def chunk_cost(z):  # summed cost and lookup count of the bins z: B x Dc x h x w each
                 uv = plane_pixels(K, invK, poses, z, h, w)  # B x N x Dc x h x w x 2
                 x, y = uv[..., 0], uv[..., 1]
                 valid = ((x >= BORDER) & (x <= w - BORDER) & (y >= BORDER) & (y <= h - BORDER)
@@ -185,9 +183,17 @@ class ResnetEncoderMatching(nn.Module):
                                        align_corners=True).view(b, n, c, len(z), h, w)
                 diff = (warped - target[:, None, :, None]).abs().mean(2)  # B x N x Dc x h x w
                 diff = torch.where(valid, diff, torch.zeros_like(diff))
-                cost[:, start:start + len(z)] = diff.sum(1)
                 counted = valid if self.count_valid_from_mask else diff > 0
-                count[:, start:start + len(z)] = counted.float().sum(1)
+                return diff.sum(1), counted.float().sum(1)
+
+            chunk = bins_per_chunk(len(bins), b * n * c * h * w, self.max_chunk_elements)
+            if chunk == len(bins):  # one piece (always so in an exported graph)
+                cost, count = chunk_cost(bins)
+            else:
+                cost = target.new_zeros(b, len(bins), h, w)
+                count = target.new_zeros(b, len(bins), h, w)
+                for start in range(0, len(bins), chunk):
+                    cost[:, start:start + chunk], count[:, start:start + chunk] = chunk_cost(bins[start:start + chunk])
             volume = cost / (count + COUNT_EPS)
             missing = count == 0
             volume = torch.where(missing, volume.amax(1, keepdim=True), volume)

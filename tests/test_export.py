@@ -225,3 +225,55 @@ def test_operator_onnx_lacks_is_a_named_error(folder, tmp_path, monkeypatch):
     assert "--format torchscript" in message and "\n" not in message
     export_model.export(method, "torchscript", str(tmp_path / "m.pt"))
     assert os.path.getsize(tmp_path / "m.pt") > 0
+
+
+def _assert_equals_eager(method, path, batches=(1, 3)):
+    """The exported file gives the eager depth and disp within TOLERANCE (relative where
+    |value| > 1) at each batch size."""
+    model = export_model.ExportedModel(path)
+    graph = export_model.PredictGraph(method).eval()
+    for b in batches:
+        x = export_model.example_inputs(method, b, seed=b)
+        with torch.no_grad():
+            eager = graph(*x)
+        got = model(*x)
+        for g, e in zip(got, eager):
+            assert g.shape == e.shape, (b, g.shape, e.shape)
+            assert bool(((g - e).abs() <= TOLERANCE * torch.maximum(e.abs(), torch.ones_like(e))).all()), \
+                (b, float((g - e).abs().max()))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_manydepth_chunked_cost_volume_exports_at_any_batch(folder, tmp_path, fmt):
+    """ManyDepth builds its cost volume in chunks of bins sized by batch x size (at 640 x 192
+    two chunks at the traced batch of 2): with the chunk limit lowered so that eager uses 3
+    chunks at the traced batch, 2 at batch 1 and 5 at batch 3 (of 96 bins, 64 x 96), the
+    exported graph (built in one piece) still gives eager's outputs at batch 1 and 3. A trace
+    of the chunk loop kept its number of chunks but sized them from the batch (failed to
+    run: 'invalid expand shape')."""
+    pytest.importorskip("onnxruntime")
+    method = load_for_inference(folder("manydepth"))
+    encoder = method.models["encoder"]
+    bins = len(encoder.bins())
+    c, h, w = 64, method.opt.height // 4, method.opt.width // 4  # layer-1 features at 1/4 size
+    encoder.max_chunk_elements = export_model.TRACE_BATCH * c * h * w * (bins // 3 + 1)  # 33 bins a chunk at batch 2
+    path = str(tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt"))
+    export_model.export(method, fmt, path)
+    _assert_equals_eager(method, path)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_dynamic_mf_chunked_cost_volume_exports_at_any_batch(folder, tmp_path, monkeypatch, fmt):
+    """dynamic_mf's cost volume has the same chunking (networks/dynamic_mf.py
+    MAX_CHUNK_ELEMENTS): lowered so that eager builds its 32 depth planes in chunks of 11 at
+    batch 2, 22 at batch 1 and 7 at batch 3 (64 x 96), the exported graph gives eager's depth
+    at batch 1 and 3. A trace of the chunk loop left the planes past the first batch-sized
+    chunk unwritten (1.7e-3 relative apart at 64 x 192, batch 3)."""
+    pytest.importorskip("onnxruntime")
+    import networks.dynamic_mf as dynamic_mf
+    method = load_for_inference(folder("dynamic_mf"))
+    monkeypatch.setattr(dynamic_mf, "MAX_CHUNK_ELEMENTS",
+                        export_model.TRACE_BATCH * 4 * method.opt.height * method.opt.width * 11)
+    path = str(tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt"))
+    export_model.export(method, fmt, path)
+    _assert_equals_eager(method, path)
