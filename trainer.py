@@ -5,6 +5,7 @@ protocol (evaluation/). The Trainer sums the terms, steps the optimiser and the 
 and owns what surrounds that: one process or DDP (torchrun), AMP, validation, and (with
 training/) weight folders, the resumable state and the logs.
 """
+import argparse
 import collections
 import contextlib
 import functools
@@ -348,14 +349,32 @@ class Trainer:
         in_process.update(num_workers=0, persistent_workers=False)
         self.val_loader = DataLoader(self.val_dataset, val_batch, sampler=self.val_sampler, drop_last=True, **in_process)
         self.val_iter = None
-        # the epoch's validation: built once (its workers persist), with a generator of its own,
-        # so that validating never draws from the training's random streams
-        val_rng = torch.Generator()
-        val_rng.manual_seed(opt.seed + 2)
-        val_workers = min(workers, 4)
-        self.val_epoch_loader = DataLoader(self.val_dataset, val_batch, shuffle=False, generator=val_rng,
-                                           num_workers=val_workers, persistent_workers=val_workers > 0,
-                                           pin_memory=self.loader_options["pin_memory"], collate_fn=collate_items)
+        self.val_epoch_loader = None  # built at the first validation (it needs the method's frames)
+        self._val_names, self._val_file_path = read_split_file(val_file), val_file
+
+    def _epoch_validation_loader(self):
+        """The epoch's validation loader, built once (its workers persist), with a generator of
+        its own, so that validating never draws from the training's random streams. Its items
+        hold only the frames the method's predict reads (inference_frames): the other frames
+        of the training items would be read and never used."""
+        if self.val_epoch_loader is None:
+            opt, dataset = self.opt, self.val_dataset
+            frames = [f for f in opt.frame_ids if f in tuple(self.method.inference_frames)]
+            if set(frames) == set(self.method.inference_frames) and len(frames) < len(dataset.frame_ids):
+                frame_opt = argparse.Namespace(**vars(opt))
+                frame_opt.frame_ids = frames
+                dataset = build_dataset(frame_opt, self._val_names, False, self._val_file_path)
+                dataset.errors_as_items = True
+            self.val_epoch_dataset = dataset
+            val_rng = torch.Generator()
+            val_rng.manual_seed(opt.seed + 2)
+            workers = min(self.loader_options["num_workers"], 4)
+            self.val_epoch_loader = DataLoader(dataset, max(min(opt.batch_size, len(dataset)), 1), shuffle=False,
+                                               generator=val_rng, num_workers=workers,
+                                               persistent_workers=workers > 0,
+                                               pin_memory=self.loader_options["pin_memory"],
+                                               collate_fn=collate_items)
+        return self.val_epoch_loader
 
     def _to_device(self, inputs, dataset=None):
         """A loader batch on the device, finished there by the fast input path."""
@@ -635,9 +654,10 @@ class Trainer:
         sums, count = {}, 0
         try:
             with torch.no_grad():
-                for inputs in tqdm(self.val_epoch_loader, desc=f"validate epoch {self.epoch}", unit="batch", leave=False,
+                for inputs in tqdm(self._epoch_validation_loader(), desc=f"validate epoch {self.epoch}", unit="batch",
+                                   leave=False,
                                    disable=opt.no_progress):
-                    inputs = self._to_device(inputs, self.val_dataset)
+                    inputs = self._to_device(inputs, self.val_epoch_dataset)
                     with self.autocast():
                         prediction = self.method.predict(inputs)
                     batch_sums, n = self.depth_metrics(prediction["depth"], inputs["depth_gt"])

@@ -189,6 +189,20 @@ def test_validation_keeps_best_epoch(static_world, tmp_path):
     assert all(torch.equal(best_w[k], epoch_w[k]) for k in best_w)
 
 
+def test_epoch_validation_reads_only_the_frames_predict_reads(static_world, tmp_path):
+    from torch.utils.data import DataLoader
+    from datasets.fast_loader import collate_items
+    split = small_split(static_world, str(tmp_path / "split"), 4)
+    t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, steps=0) + ["--split", split]))
+    lean = t.validate_epoch()
+    assert t.val_dataset.frame_ids == [0, -1, 1] and t.val_epoch_dataset.frame_ids == [0]
+    # the same numbers as validating the training items with all their frames
+    t.val_epoch_loader = DataLoader(t.val_dataset, 2, shuffle=False, collate_fn=collate_items)
+    t.val_epoch_dataset = t.val_dataset
+    full = t.validate_epoch()
+    assert lean.keys() == full.keys() and all(lean[k] == pytest.approx(full[k], rel=1e-6) for k in lean)
+
+
 def test_learning_rate_schedules(static_world, tmp_path):
     def lrs(*extra):
         t = Trainer(MonodepthOptions().parse(_args(static_world, tmp_path, *extra, steps=0)))
