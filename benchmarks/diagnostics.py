@@ -14,7 +14,9 @@ its own per-image median scaling, as the evaluation does.
   where there is a pose network, its translation per frame in metres after that scale (the
   world moves the camera 0.7-1.3 m per frame);
 - SRD: precision of the distillation mask (share of kept pixels where the teacher's depth
-  error is below the student's) against a random mask of the same size;
+  error is below the student's) against a random mask of the same size, for the best epoch
+  and its teacher (the epoch before), or, when the best epoch is 0 (no teacher yet), for the
+  last epoch and its teacher;
 - BDEdepth (and every single-frame model, for comparison): abs_rel on a 1.6x centre zoom of
   each test frame and on the outer 10 % of columns;
 - ManyDepth / MISM: the multi-frame output and its own single-frame network on static and
@@ -262,6 +264,31 @@ def depth_hints(method, inputs, outputs, gt, acc):
 
 
 # ---------------------------------------------------------------------------------- main
+def srd_pair(run_dir, best_epoch, device):
+    """(student epoch, its method or None for the weights already loaded, its teacher's networks)
+    for the mask-precision diagnostic: the best epoch and the one before it; where the best
+    epoch had no teacher (epoch 0), the last epoch whose predecessor's weights are kept (its
+    distillation ran with that teacher). (None, None, None) where there is no such pair."""
+    from methods import load_for_inference
+    models = os.path.join(run_dir, "models")
+    epochs = sorted(int(d[len("weights_"):]) for d in os.listdir(models)
+                    if d.startswith("weights_") and d[len("weights_"):].isdigit())
+    epoch = srd_student_epoch(epochs, best_epoch)
+    if epoch is None:
+        return None, None, None
+    student = None if epoch == best_epoch else \
+        load_for_inference(os.path.join(models, f"weights_{epoch}"), device, networks="all")
+    return epoch, student, load_teacher(run_dir, epoch, device)
+
+
+def srd_student_epoch(epochs, best_epoch):
+    """The student epoch of srd_pair among the kept weight folders' `epochs`."""
+    if best_epoch is not None and best_epoch >= 1 and best_epoch - 1 in epochs:
+        return best_epoch
+    distilled = [e for e in epochs if e >= 1 and e - 1 in epochs]
+    return distilled[-1] if distilled else None
+
+
 def load_teacher(run_dir, best_epoch, device):
     from methods import load_for_inference
     folder = os.path.join(run_dir, "models", f"weights_{best_epoch - 1}")
@@ -315,7 +342,7 @@ def diagnose(args):
     if os.path.isfile(best):
         with open(best) as f:
             best_epoch = json.load(f).get("epoch")
-    teacher = load_teacher(args.run, best_epoch, device) if name == "srd" and best_epoch is not None else None
+    student_epoch, student, teacher = srd_pair(args.run, best_epoch, device) if name == "srd" else (None, None, None)
     generator = torch.Generator().manual_seed(0)
     acc = {}
     multi = name in ("manydepth", "mism_teacher", "mism_student")
@@ -328,13 +355,16 @@ def diagnose(args):
                 _, ratios = region_errors("", to_np(outputs[("depth", 0, 0)]), gt, moving, acc)
                 zoom_and_border(method, inputs, gt, acc)
             pose_metres(method, inputs, ratios, acc)
-            if teacher is not None:
+            if teacher is not None and student is None:
                 srd_precision(method, teacher, inputs, outputs, gt, acc, generator)
+            elif teacher is not None:  # the best epoch had no teacher: a distilled epoch's pair
+                srd_precision(student, teacher, inputs, student(inputs), gt, acc, generator)
             if name == "depth_hints":
                 depth_hints(method, inputs, outputs, gt, acc)
     out.update(summarise(acc))
     if name == "srd":
-        out["srd_teacher_epoch"] = None if teacher is None else best_epoch - 1
+        out["srd_student_epoch"] = student_epoch
+        out["srd_teacher_epoch"] = None if teacher is None else student_epoch - 1
     return out
 
 

@@ -105,3 +105,13 @@ def test_summary_of_finished_runs_has_mean_std_and_paired_differences(tmp_path):
     assert (tmp_path / "compare.png").stat().st_size > 1000
     by = {(r["row"], r["seed"]): r for r in json.loads((tmp_path / "results.json").read_text())}
     assert by[("srd", 1)]["val_curve"] == [0.3, 0.27] and by[("srd", 1)]["moving/abs_rel"] == 0.45
+
+
+def test_srd_mask_precision_reads_a_distilled_epoch_when_the_best_has_no_teacher():
+    from diagnostics import srd_student_epoch
+    assert srd_student_epoch([0, 1, 2], 2) == 2  # the best epoch and its teacher, epoch 1
+    assert srd_student_epoch([0, 1, 2], 1) == 1
+    assert srd_student_epoch([0, 1, 2], 0) == 2  # epoch 0 had no teacher: the last distilled epoch
+    assert srd_student_epoch([0, 1, 2], None) == 2
+    assert srd_student_epoch([0, 2, 3], 2) == 3  # epoch 1's weights are gone: 2 has no teacher on disk
+    assert srd_student_epoch([0], 0) is None and srd_student_epoch([0, 2], 2) is None
