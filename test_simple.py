@@ -192,36 +192,43 @@ def multi_frame_inputs(method, frames, missing, K, device):
 def neighbour_frames(method, paths, start, count, sources, device):
     """The other frames of images paths[start:start+count] in name order (or the one
     --source_image_path), with the model's missing-frame policy at the ends."""
+    from methods.base import missing_frame_batch
     policy = type(method).missing_frames(method.opt, training=False)
+
+    def as_input(image):
+        return network_input(method, [image], "cpu")[0]
+
     frames, missing = {}, {}
     for f in method.inference_frames:
         if f == 0:
             continue
-        images, flags = [], []
+        neighbours, targets = [], []
         for i in range(start, start + count):
             j = i + f
             path = sources.get(f) if sources else (paths[j] if 0 <= j < len(paths) else None)
             if path is None and policy == "error":
                 raise SystemExit(f"{paths[i]} has no frame {f} (give a folder of consecutive frames or "
                                  "--source_image_path)")
-            image = None
-            for candidate in ([path] if path else []) + [paths[i]]:
-                try:
-                    with pil.open(candidate) as opened:
-                        image = opened.convert("RGB")
-                    break
-                except (OSError, ValueError):
-                    path = None  # an unreadable neighbour counts as missing (its target is reported)
-            if image is None:
-                image = pil.new("RGB", (method.opt.width, method.opt.height))
-            images.append(image)
-            flags.append(0.0 if path else 1.0)
-        batch = network_input(method, images, device)
-        flag = torch.tensor(flags)
-        if policy == "black":
-            batch = batch * (1 - flag.to(device)).view(-1, 1, 1, 1)
-        frames[f], missing[f] = batch, flag
+            # an unreadable neighbour counts as missing (its target is reported)
+            neighbour = open_rgb(path) if path else None
+            neighbours.append(None if neighbour is None else as_input(neighbour))
+            target = None
+            if neighbour is None:  # the stand-in: the target, black where it is unreadable too
+                target = open_rgb(paths[i])
+                target = as_input(target if target is not None else pil.new("RGB", (method.opt.width,
+                                                                                     method.opt.height)))
+            targets.append(target)
+        frames[f], missing[f] = missing_frame_batch(policy, neighbours, targets, device)
     return frames, missing
+
+
+def open_rgb(path):
+    """The image at `path` as RGB, or None where it cannot be read."""
+    try:
+        with pil.open(path) as opened:
+            return opened.convert("RGB")
+    except (OSError, ValueError):
+        return None
 
 
 def prepare_outputs(args, method):

@@ -160,21 +160,17 @@ def other_frames(method, stream, targets, device):
     3 x h x w network input, the frames kept so far): {f: B x 3 x h x w}, {f: B missing
     flags}; a frame before the first or after the last gets the model's rule for a missing
     frame (the target itself, or black)."""
+    from methods.base import missing_frame_batch
     policy = type(method).missing_frames(method.opt, training=False)
     frames, missing = {}, {}
     for f in method.inference_frames:
         if f == 0:
             continue
-        images, flags = [], []
         for i in targets:
             if i + f not in stream and policy == "error":
                 raise SystemExit(f"frame {i} has no frame {f} and {type(method).__name__} cannot predict without it")
-            images.append(stream.get(i + f, stream[i]))
-            flags.append(0.0 if i + f in stream else 1.0)
-        batch, flag = torch.stack(images).to(device), torch.tensor(flags)
-        if policy == "black":
-            batch = batch * (1 - flag.to(device)).view(-1, 1, 1, 1)
-        frames[f], missing[f] = batch, flag
+        frames[f], missing[f] = missing_frame_batch(policy, [stream.get(i + f) for i in targets],
+                                                    [stream[i] for i in targets], device)
     return frames, missing
 
 

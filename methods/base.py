@@ -73,7 +73,8 @@ class Method(nn.Module):
     def missing_frames(cls, opt, training):
         """What a neighbour frame beyond the start or end of a sequence becomes in training
         (training=True) or in validation / evaluation items: "error", "duplicate" (the
-        target frame) or "black"; the item then flags it as ("missing", f)."""
+        target frame) or "black"; the item then flags it as ("missing", f). The prediction
+        scripts apply it with missing_frame_batch (below)."""
         return "error"
 
     @classmethod
@@ -227,6 +228,22 @@ class Method(nn.Module):
         through it."""
         upgrade = getattr(self.models[name], "upgrade_state_dict", None) if name in self.models else None
         return upgrade(state) if upgrade is not None else state
+
+
+def missing_frame_batch(policy, neighbours, targets, device="cpu"):
+    """A missing-frame policy (Method.missing_frames) applied to one other frame f of a
+    batch at prediction: neighbours[k] is frame f of the k-th target (3 x h x w), None where
+    that target has none; targets[k] (3 x h x w, read only there) stands in for it, zeroed
+    under "black". -> (B x 3 x h x w on `device`, B flags on the CPU: 1.0 where missing,
+    else 0.0), the ("color", f, 0) and ("missing", f) entries predict reads. "error" is the
+    caller's to report (with its own message) before; a frame it lets through stands in as
+    under "duplicate"."""
+    flags = torch.tensor([0.0 if image is not None else 1.0 for image in neighbours])
+    batch = torch.stack([image if image is not None else targets[k] for k, image in enumerate(neighbours)])
+    batch = batch.to(device)
+    if policy == "black":
+        batch = batch * (1 - flags.to(device)).view(-1, 1, 1, 1)
+    return batch, flags
 
 
 def method_from_weight_files(folder):

@@ -57,6 +57,25 @@ def test_sequence_start_policies(static_world, input_path, tmp_path):
     assert K2[0, 0] == pytest.approx(0.58 * 48) and K2[1, 2] == pytest.approx(0.5 * 16)
 
 
+def test_missing_frame_batch_at_prediction():
+    """The prediction scripts' side of the same policies: a missing neighbour (None) becomes
+    its target, zeros under "black", the target itself under "duplicate" (and under "error",
+    which the scripts report before); flags are 1.0 exactly where missing. A present
+    neighbour's target is not read."""
+    from methods.base import missing_frame_batch
+    g = torch.Generator().manual_seed(0)
+    neighbours = [torch.rand(3, 4, 6, generator=g), None, torch.rand(3, 4, 6, generator=g), None]
+    targets = [None, torch.rand(3, 4, 6, generator=g) + 1, None, torch.rand(3, 4, 6, generator=g) + 1]
+    for policy in ("black", "duplicate", "error"):
+        batch, flags = missing_frame_batch(policy, neighbours, targets)
+        assert flags.dtype == torch.float32 and flags.tolist() == [0.0, 1.0, 0.0, 1.0]
+        assert batch.shape == (4, 3, 4, 6)
+        assert torch.equal(batch[0], neighbours[0]) and torch.equal(batch[2], neighbours[2])
+        for k in (1, 3):
+            expected = torch.zeros(3, 4, 6) if policy == "black" else targets[k]
+            assert torch.equal(batch[k], expected), (policy, k)
+
+
 # ----------------------------------------------------------------------------- method
 def test_matching_augmentation_kinds_and_masks():
     """8.8: about a quarter of the samples match against their own un-augmented target
