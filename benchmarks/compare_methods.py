@@ -191,6 +191,15 @@ def train_items(args):
         return sum(1 for line in f if line.strip())
 
 
+def odom_width(args):
+    """The odometry rows' width: their method crops a box of the network's aspect from each
+    frame, so the width is --width or, where that box would not fit the world's frames
+    (320 x 96 is wider than a 1242 x 375 frame), the widest multiple of 32 that does."""
+    with open(os.path.join(world_paths(args)["raw"], "synthetic_world.json")) as f:
+        world = json.load(f)
+    return min(args.width, args.height * world["width"] // world["height"] // 32 * 32)
+
+
 def row_preset(args, row, preset, overrides, start, seed, name):
     """The options of one training as a preset file (what ran is on record)."""
     from options import read_preset
@@ -211,7 +220,7 @@ def row_preset(args, row, preset, overrides, start, seed, name):
             cfg["depth_hint_path"] = paths["hints"]
     else:  # the odometry rows: the same examples as the raw rows, in their own items
         cfg.update(data_path=paths["odom"], odom_train_seqs=ODOM_TRAIN, odom_val_seqs=ODOM_VAL,
-                   val_max_per_seq=16)
+                   val_max_per_seq=16, width=odom_width(args))
         cfg.pop("split", None)
         cfg["max_steps"] = args.epochs * train_items(args) // cfg.get("batch_size", 4)
         cfg["num_epochs"] = 1000  # max_steps ends it
