@@ -245,6 +245,7 @@ class Trainer:
         if self.method.reset_optimizer_state:
             self.optimizer.state.clear()
             self.method.reset_optimizer_state = False
+            self._weights_at_step = None  # the last weight folder's adam.pth no longer matches
             self._print("-> optimiser state reset (the method asked for it)")
 
     def _build_scheduler(self):
@@ -465,6 +466,9 @@ class Trainer:
                 self.start_batch = 0
                 self.epoch_end_done = False
                 self.save_state()
+                # from here on (the next epoch's start may change the networks or the optimiser
+                # before its first step) a state of this step holds its own copy
+                self._weights_at_step = None
             elif self.done():  # --max_steps reached inside an epoch
                 if self.is_main:
                     self.save_model()
@@ -764,7 +768,7 @@ class Trainer:
                  "epoch_end_done": self.epoch_end_done,
                  "nonfinite_in_row": self.nonfinite_in_row, "skipped_items": self.skipped_items,
                  "options": vars(self.opt)}
-        step, folder = getattr(self, "_weights_at_step", (None, None))
+        step, folder = getattr(self, "_weights_at_step", None) or (None, None)
         linked = folder if step == self.step and os.path.isdir(folder) else None
         return checkpoints.save_state(self.state_dir, state, linked, checkpoints.ENCODER_INFO_KEYS)
 
