@@ -310,7 +310,8 @@ class Trainer:
         datasets_started = time.perf_counter()
         self.val_file = os.path.relpath(val_file) if not os.path.relpath(val_file).startswith("..") else val_file
         self.train_dataset = self._make_dataset(read_split_file(train_file), True, train_file)
-        self.val_dataset = self._make_dataset(read_split_file(val_file), False, val_file)
+        self._val_names, self._val_file_path = read_split_file(val_file), val_file  # read once: both loaders use them
+        self.val_dataset = self._make_dataset(self._val_names, False, val_file)
         for dataset in (self.train_dataset, self.val_dataset):
             check_first_item(dataset)
             dataset.errors_as_items = True
@@ -351,7 +352,6 @@ class Trainer:
         self.val_loader = DataLoader(self.val_dataset, val_batch, sampler=self.val_sampler, drop_last=True, **in_process)
         self.val_iter = None
         self.val_epoch_loader = None  # built at the first validation (it needs the method's frames)
-        self._val_names, self._val_file_path = read_split_file(val_file), val_file
 
     def _epoch_validation_loader(self):
         """The epoch's validation loader, built once (its workers persist), with a generator of
