@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from datasets.kitti_dataset import KITTI_K
-from layers import (SSIM, BackprojectDepth, Project3D, disp_to_depth, get_smooth_loss,
-                    transformation_from_parameters, warp)
+from layers import (SSIM, SSIM_C1, SSIM_C2, BackprojectDepth, Project3D, box_mean3, disp_to_depth,
+                    get_smooth_loss, transformation_from_parameters, warp)
 from losses import ReprojectionLoss, min_reprojection, smoothness_loss
 
 
@@ -83,6 +83,60 @@ def test_ssim_and_photometric_error():
     assert ReprojectionLoss()(x, x).abs().max() < 1e-5
     l1 = ReprojectionLoss(no_ssim=True)(x, y)
     assert torch.allclose(l1, (x - y).abs().mean(1, True))
+
+
+def _ssim_by_pooling(x, y):
+    """The SSIM formula with avg_pool2d windows and nothing kept between calls."""
+    x, y = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"), torch.nn.functional.pad(y, (1, 1, 1, 1), mode="reflect")
+    pool = lambda t: torch.nn.functional.avg_pool2d(t, 3, 1)  # noqa: E731
+    mu_x, mu_y = pool(x), pool(y)
+    sx, sy, sxy = pool(x * x) - mu_x ** 2, pool(y * y) - mu_y ** 2, pool(x * y) - mu_x * mu_y
+    ssim = ((2 * mu_x * mu_y + SSIM_C1) * (2 * sxy + SSIM_C2)) / ((mu_x ** 2 + mu_y ** 2 + SSIM_C1) * (sx + sy + SSIM_C2))
+    return torch.clamp((1 - ssim) / 2, 0, 1)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 16, 20), (3, 9, 7)])
+def test_box_mean3_equals_average_pooling_in_values_and_gradients(shape):
+    torch.manual_seed(0)
+    t = torch.rand(*shape, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(*shape[:-2], shape[-2] - 2, shape[-1] - 2, dtype=torch.float64)
+    ours = box_mean3(t)
+    (ours * weights).sum().backward()
+    grad, t.grad = t.grad.clone(), None
+    pooled = torch.nn.functional.avg_pool2d(t, 3, 1)
+    (pooled * weights).sum().backward()
+    assert ours.shape == pooled.shape
+    assert torch.allclose(ours, pooled, rtol=0, atol=1e-12)
+    assert torch.allclose(grad, t.grad, rtol=0, atol=1e-12)
+
+
+def test_ssim_keeps_the_targets_statistics_only_while_they_hold():
+    """Values and gradients equal to the pooled formula over repeated calls with one target
+    (float32 rounding: the division amplifies ~1e-7 differences of the window means), and a
+    target changed in place, a new target or a target that needs a gradient is recomputed."""
+    torch.manual_seed(0)
+    ssim = SSIM()
+    target = torch.rand(2, 3, 24, 32)
+    for k in range(3):
+        x = torch.rand(2, 3, 24, 32, requires_grad=True)
+        ours = ssim(x, target)
+        ours.sum().backward()
+        grad, x.grad = x.grad.clone(), None
+        ref = _ssim_by_pooling(x, target)
+        ref.sum().backward()
+        assert (ours - ref).abs().max() < 2e-5
+        assert (grad - x.grad).abs().max() < 1e-5 * x.grad.abs().max()
+    kept = ssim._kept[2]
+    assert ssim(x, target) is not None and ssim._kept[2] is kept  # the same target: reused
+    target.mul_(0.5)  # changed in place: its version moves on
+    assert (ssim(x, target) - _ssim_by_pooling(x, target)).abs().max() < 2e-5
+    assert ssim._kept[2] is not kept
+    other = torch.rand(2, 3, 24, 32)
+    assert (ssim(x, other) - _ssim_by_pooling(x, other)).abs().max() < 2e-5
+    y = torch.rand(2, 3, 24, 32, requires_grad=True)
+    ssim(x.detach(), y).sum().backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0
+    assert ssim._kept is None  # a target that needs a gradient is never kept
 
 
 def test_automask_prefers_identity_for_static_sources():
