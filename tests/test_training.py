@@ -92,6 +92,28 @@ def test_fine_tune_loads_weights_and_keeps_learning_rate(trained, static_world, 
     assert t.optimizer.param_groups[0]["lr"] == 1e-5
 
 
+def test_adam_is_fused_on_the_cpu_unless_deterministic(trained, static_world, tmp_path):
+    """The trained fixture ran with the fused update; its step is the per-parameter loop's
+    update (float rounding): one step of each from the same weights and gradients."""
+    trainer, _ = trained
+    assert trainer.device.type == "cpu" and trainer.optimizer.defaults["fused"] is True
+    t = Trainer(_opt(static_world, tmp_path, "--deterministic"))
+    assert not t.optimizer.defaults["fused"]
+    params = [p for g in trainer.optimizer.param_groups for p in g["params"]][:20]
+    torch.manual_seed(0)
+    grads = [torch.randn_like(p) for p in params]
+    results = []
+    for fused in (True, False):
+        copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        for c, g in zip(copies, grads):
+            c.grad = g.clone()
+        optimiser = torch.optim.Adam(copies, lr=1e-3, fused=fused)
+        for _ in range(3):
+            optimiser.step()
+        results.append(copies)
+    assert max((a - b).abs().max().item() for a, b in zip(*results)) < 1e-6
+
+
 def test_test_simple_writes_depth_images(trained, static_world, tmp_path):
     _, folder = trained
     import shutil
