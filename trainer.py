@@ -534,10 +534,10 @@ class Trainer:
         bar = tqdm(total=total, initial=self.start_batch,
                    desc=f"epoch {self.epoch}", unit="batch", disable=opt.no_progress or not self.is_main,
                    dynamic_ncols=True)
-        batch_idx = self.start_batch
+        batch_idx = first_batch = self.start_batch
         waiting = time.perf_counter()  # the wait for each batch (the first: worker start included)
         for inputs in self.train_loader:
-            TIMELINE.add("first_batch" if batch_idx == self.start_batch else "data_wait", time.perf_counter() - waiting)
+            TIMELINE.add("first_batch" if batch_idx == first_batch else "data_wait", time.perf_counter() - waiting)
             computing = time.perf_counter()
             before = time.time()
             step, lr = self.step, self.optimizer.param_groups[0]["lr"]

@@ -92,6 +92,16 @@ def test_fine_tune_loads_weights_and_keeps_learning_rate(trained, static_world, 
     assert t.optimizer.param_groups[0]["lr"] == 1e-5
 
 
+def test_profile_counts_the_first_batch_once_and_every_later_wait_as_data_wait(static_world, tmp_path):
+    from training.profile import TIMELINE
+    before = dict(TIMELINE.counts)
+    Trainer(_opt(static_world, tmp_path, "--max_steps", "4", "--log_frequency", "100", "--profile")).train()
+    added = {k: TIMELINE.counts.get(k, 0) - before.get(k, 0) for k in ("first_batch", "data_wait", "step")}
+    assert added == {"first_batch": 1, "data_wait": 3, "step": 4}
+    with open(tmp_path / "m" / "profile.json") as f:
+        assert json.load(f)["data_wait"] > 0
+
+
 def test_adam_is_fused_on_the_cpu_unless_deterministic(trained, static_world, tmp_path):
     """The trained fixture ran with the fused update; its step is the per-parameter loop's
     update (float rounding): one step of each from the same weights and gradients."""
