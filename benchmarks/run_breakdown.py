@@ -2,7 +2,8 @@
 --reference) for a monodepth2 checkout, in alternating runs (A B A B ...) on the same data.
 
     python benchmarks/run_breakdown.py --data_path synthetic_data --split synthetic \
-        [--reference path/to/monodepth2] [--pairs 2] [--fast_loader] [-- extra train.py flags]
+        [--reference path/to/monodepth2] [--pairs 2] [--fast_loader [--cache none|cold|warm]] \
+        [-- extra train.py flags (after the common ones: they win)]
 
 Each run trains one epoch (ResNet-18 mono from scratch, 320x96, batch 4, 2 workers) and
 validates. This project's phases come from its own timeline (`train.py --profile`:
@@ -36,6 +37,10 @@ def parse_args(argv=None):
                    help="extra PYTHONPATH for the reference (e.g. a folder holding scikit-image)")
     p.add_argument("--pairs", type=int, default=2, help="alternating runs of each program")
     p.add_argument("--fast_loader", action="store_true", help="this project's fast input path")
+    p.add_argument("--cache", choices=["none", "cold", "warm"], default="none",
+                   help="with --fast_loader: no --cache_dir (every frame decoded in the run), a new empty "
+                        "cache per run (filled inside the timed run), or one cache filled by an untimed run "
+                        "first (a later run on the same data)")
     p.add_argument("--height", type=int, default=96)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--batch_size", type=int, default=4)
@@ -92,7 +97,8 @@ def split_dir(args):
     return resolve_split_dir(args.split, args.data_path)
 
 
-def ours(args, log_dir, index):
+def our_command(args, log_dir, index):
+    """This project's train.py command for run `index` (the flags after `--` come last: they win)."""
     name = f"ours_{index}"
     command = [sys.executable, "train.py", "--data_path", os.path.abspath(args.data_path), "--split",
                split_dir(args), "--height", str(args.height), "--width", str(args.width), "--batch_size",
@@ -103,7 +109,13 @@ def ours(args, log_dir, index):
         command.append("--png")
     if args.fast_loader:
         command.append("--fast_loader")
-    command += args.extra
+        if args.cache != "none":  # warm: one cache for every run; cold: a new one per run
+            command += ["--cache_dir", os.path.join(log_dir, "cache" if args.cache == "warm" else f"cache_{index}")]
+    return name, command + list(args.extra)
+
+
+def ours(args, log_dir, index):
+    name, command = our_command(args, log_dir, index)
     wall, lines = timed_lines(command, ROOT, os.environ)
     with open(os.path.join(log_dir, name, "profile.json")) as f:
         profile = json.load(f)
@@ -159,6 +171,8 @@ def main(argv=None):
     log_dir = tempfile.mkdtemp(prefix="breakdown_")
     runs = {"ours": [], "reference": []}
     try:
+        if args.fast_loader and args.cache == "warm":
+            print(f"-> filling the cache (untimed): {ours(args, log_dir, 'fill')['wall']:.1f} s", flush=True)
         for i in range(args.pairs):
             runs["ours"].append(ours(args, log_dir, i))
             print(f"-> this project, run {i}: {runs['ours'][-1]['wall']:.1f} s", flush=True)
