@@ -152,6 +152,12 @@ SSIM_C1 = 0.01 ** 2
 SSIM_C2 = 0.03 ** 2
 
 
+def _compiling():
+    """Inside torch.compile's tracing (torch.compiler.is_compiling, PyTorch 2.3 on)."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
 def box_mean3(t):
     """3x3 window means of ... x H x W -> ... x (H - 2) x (W - 2), as avg_pool2d(t, 3, 1). On
     the CPU as two separable sums of shifted views: forward and backward together several
@@ -180,7 +186,7 @@ class SSIM(nn.Module):
 
     def _second_image_statistics(self, y):
         keep = not (y.requires_grad or torch.jit.is_tracing() or torch.jit.is_scripting()
-                    or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
+                    or torch.onnx.is_in_onnx_export() or _compiling())
         if keep and self._kept is not None:
             ref, version, stats = self._kept
             if ref() is y and y._version == version:

@@ -92,6 +92,21 @@ def test_fine_tune_loads_weights_and_keeps_learning_rate(trained, static_world, 
     assert t.optimizer.param_groups[0]["lr"] == 1e-5
 
 
+def test_fused_adam_is_used_only_where_pytorch_has_it(monkeypatch):
+    """PyTorch before 2.4 has no fused Adam on the CPU (its constructor raises): the loop then."""
+    import trainer as trainer_module
+    assert trainer_module.fused_adam_supported(torch.device("cpu"))
+    real = torch.optim.Adam
+
+    def old_adam(params, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(params, **kwargs)
+    monkeypatch.setattr(torch.optim, "Adam", old_adam)
+    assert not trainer_module.fused_adam_supported(torch.device("cpu"))
+    assert not trainer_module.fused_adam_supported(torch.device("meta"))
+
+
 def test_profile_counts_the_first_batch_once_and_every_later_wait_as_data_wait(static_world, tmp_path):
     from training.profile import TIMELINE
     before = dict(TIMELINE.counts)
