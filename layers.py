@@ -107,7 +107,7 @@ def bins_per_chunk(num_bins, per_bin, max_elements):
     size as arithmetic on the input's batch size, so at another batch the slices and the
     loop disagree. Each bin is computed independently, so one chunk or several give the
     same numbers; only the memory differs."""
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or _compiler_check("is_exporting"):
         return num_bins
     return min(num_bins, max(1, max_elements // per_bin))
 
@@ -152,10 +152,16 @@ SSIM_C1 = 0.01 ** 2
 SSIM_C2 = 0.03 ** 2
 
 
+def _compiler_check(name):
+    """torch.compiler.<name>() where this PyTorch has it (is_compiling from 2.3, is_exporting
+    from 2.6; requirements allow 2.1), else False."""
+    check = getattr(getattr(torch, "compiler", None), name, None)
+    return bool(check is not None and check())
+
+
 def _compiling():
-    """Inside torch.compile's tracing (torch.compiler.is_compiling, PyTorch 2.3 on)."""
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+    """Inside torch.compile's or torch.export's tracing."""
+    return _compiler_check("is_compiling")
 
 
 def box_mean3(t):
@@ -173,20 +179,31 @@ class SSIM(nn.Module):
     """Per-pixel SSIM dissimilarity clamp((1 - SSIM) / 2, 0, 1) with 3x3 mean windows and
     reflection padding.
 
-    The second image's window statistics (mean, variance) are kept for the next call: a
-    training step compares every warped source with the same target (monodepth2: 2 sources x
-    4 scales plus the identity errors), so they are computed once per step. They are reused
-    only for the very same tensor, unmodified since (its version counter), that needs no
-    gradient, outside tracing and export."""
+    keep_target=True: the second image's window statistics (mean, variance) are kept for the
+    next call: a training step compares every warped source with the same target
+    (monodepth2: 2 sources x 4 scales plus the identity errors), so they are computed once
+    per step. They are reused only for the very same tensor object, unchanged since by any
+    in-place operation (its version counter; a write through `.data` or a shared NumPy
+    array is not seen, and no caller does that), that needs no gradient, outside inference
+    mode (no version counter there), tracing, export and compilation. Callers whose second
+    image changes at every call (a cost volume's chunks) pass keep_target=False, so that no
+    statistics outlive the call."""
 
-    def __init__(self):
+    def __init__(self, keep_target=True):
         super().__init__()
         self.pad = nn.ReflectionPad2d(1)
+        self.keep_target = keep_target
         self._kept = None  # (weak reference to y, y's version, (y padded, mu_y, sigma_y))
 
+    def __getstate__(self):  # pickling and copying: the kept statistics stay behind
+        state = self.__dict__.copy()
+        state["_kept"] = None
+        return state
+
     def _second_image_statistics(self, y):
-        keep = not (y.requires_grad or torch.jit.is_tracing() or torch.jit.is_scripting()
-                    or torch.onnx.is_in_onnx_export() or _compiling())
+        keep = self.keep_target and not (
+            y.requires_grad or torch.is_inference(y) or torch.jit.is_tracing() or torch.jit.is_scripting()
+            or torch.onnx.is_in_onnx_export() or _compiling())
         if keep and self._kept is not None:
             ref, version, stats = self._kept
             if ref() is y and y._version == version:

@@ -126,7 +126,7 @@ def _source_error(key, source, T, K, rays, depths, border_mask, align_corners, p
     source's interior at every depth)."""
     B, _, H, W = key.shape
     D = depths.numel()
-    ssim = SSIM()
+    ssim = SSIM(keep_target=False)  # each chunk's keys are a new tensor
     weights = key.new_tensor(CHANNEL_WEIGHTS).view(1, 3, 1, 1)
     shift = 0.5 if reference_sampling else 0.0  # padding value of the images: grey or black
     source_and_mask = torch.cat([source - shift, border_mask.expand(B, 1, H, W)], 1)  # B x 4 x H x W

@@ -139,6 +139,24 @@ def test_ssim_keeps_the_targets_statistics_only_while_they_hold():
     assert ssim._kept is None  # a target that needs a gradient is never kept
 
 
+def test_ssim_runs_in_inference_mode_pickles_and_can_keep_nothing():
+    import pickle
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 12, 16), torch.rand(2, 3, 12, 16)
+    with torch.inference_mode():  # inference tensors have no version counter: nothing kept
+        ssim = SSIM()
+        out = ssim(x * 1, y * 1)
+        assert ssim._kept is None
+    assert (out - _ssim_by_pooling(x, y)).abs().max() < 2e-5
+    ssim = SSIM()
+    ssim(x, y)
+    assert ssim._kept is not None
+    copy = pickle.loads(pickle.dumps(ssim))  # the kept statistics stay behind
+    assert copy._kept is None and torch.equal(copy(x, y), ssim(x, y))
+    lean = SSIM(keep_target=False)
+    assert torch.equal(lean(x, y), ssim(x, y)) and lean._kept is None
+
+
 def test_automask_prefers_identity_for_static_sources():
     """Sources equal to the target under a non-zero motion: identity wins almost everywhere
     and those pixels give the depth network no gradient."""
