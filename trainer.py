@@ -792,7 +792,7 @@ class Trainer:
             raise SystemExit(f"--resume: {path} is a {saved_method} run, these options build {self.opt.method}")
         self.method.load_state_dict(state["models"])
         self.method.load_extra_state(state.get("method_state", {}))
-        self.optimizer.load_state_dict(state["optimizer"])
+        checkpoints.load_optimizer_state_dict(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         checkpoints.set_rng_state(state["rng"])

@@ -95,6 +95,21 @@ def prune_weight_folders(models_dir, keep, protect=None):
         shutil.rmtree(os.path.join(models_dir, name), ignore_errors=True)
 
 
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable")  # how an update runs, not what it computes
+
+
+def load_optimizer_state_dict(optimizer, state_dict):
+    """optimizer.load_state_dict, keeping this run's implementation choices: a saved state
+    carries its groups' flags (a fused Adam's "fused": True), which would otherwise replace
+    the ones this run chose (--deterministic's loop; no fused kernel on this device or
+    PyTorch)."""
+    optimizer.load_state_dict(state_dict)
+    for group in optimizer.param_groups:
+        for flag in IMPLEMENTATION_FLAGS:
+            if flag in optimizer.defaults:
+                group[flag] = optimizer.defaults[flag]
+
+
 def load_optimizer_state(optimizer, folder, group_lrs, log=print):
     """adam.pth of a weight folder into `optimizer` (fine-tuning). The saved state carries
     the old learning rates; each group gets the LR its method declares now (a reference bug
@@ -104,7 +119,7 @@ def load_optimizer_state(optimizer, folder, group_lrs, log=print):
         log(f"-> {path} not found: the optimiser starts afresh")
         return False
     try:
-        optimizer.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        load_optimizer_state_dict(optimizer, torch.load(path, map_location="cpu", weights_only=True))
     except (ValueError, KeyError) as e:
         log(f"-> {path} does not match these parameters ({e}): the optimiser starts afresh")
         return False
