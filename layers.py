@@ -159,11 +159,6 @@ def _compiler_check(name):
     return bool(check is not None and check())
 
 
-def _compiling():
-    """Inside torch.compile's or torch.export's tracing."""
-    return _compiler_check("is_compiling")
-
-
 def box_mean3(t):
     """3x3 window means of ... x H x W -> ... x (H - 2) x (W - 2), as avg_pool2d(t, 3, 1). On
     the CPU as two separable sums of shifted views: forward and backward together several
@@ -203,7 +198,7 @@ class SSIM(nn.Module):
     def _second_image_statistics(self, y):
         keep = self.keep_target and not (
             y.requires_grad or torch.is_inference(y) or torch.jit.is_tracing() or torch.jit.is_scripting()
-            or torch.onnx.is_in_onnx_export() or _compiling())
+            or torch.onnx.is_in_onnx_export() or _compiler_check("is_compiling"))
         if keep and self._kept is not None:
             ref, version, stats = self._kept
             if ref() is y and y._version == version:
