@@ -280,7 +280,7 @@ class KITTIOdomMultiFrameDataset(MonoDataset):
                          seed=seed, augmentations=augmentations)
         self.load_depth = load_gt  # "depth_gt" is in the items (validation scores it)
 
-    def image_targets(self):
+    def image_targets(self, depth_gt=True):
         return list(self.extra_targets)  # the sparse GT is one of them, not the base class's DepthGT
 
     # --- files
@@ -381,8 +381,8 @@ class KITTIOdomMultiFrameDataset(MonoDataset):
         return sample_mask(np.load(path), geometry)
 
     # --- the item
-    def _item(self, index, epoch):
-        item = super()._item(index, epoch)
+    def _item(self, index, epoch, depth_gt=True):
+        item = super()._item(index, epoch, depth_gt)
         folder, frame_index, _ = self.parse_line(index)
         key_pose = self.pose(folder, frame_index)
         for f in self.frame_ids:  # a frame replaced by the missing-frame policy keeps the key's pose

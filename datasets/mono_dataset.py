@@ -148,8 +148,10 @@ class MonoDataset(data.Dataset):
     def fast(self):
         return self.input_path != "default"
 
-    def image_targets(self):
-        return ([DepthGT()] if self.load_depth else []) + self.extra_targets
+    def image_targets(self, depth_gt=True):
+        """The item's image-aligned targets; depth_gt=False leaves out the ground truth that
+        only scores predictions (DepthGT), not a method's own targets."""
+        return ([DepthGT()] if self.load_depth and depth_gt else []) + self.extra_targets
 
     def image_target_keys(self):
         """Batch keys mirrored with the frames on the device (fast path)."""
@@ -202,18 +204,21 @@ class MonoDataset(data.Dataset):
         return random.Random((self.seed * 1_000_003 + epoch) * 1_000_003 + index)
 
     def __getitem__(self, index):
-        """index: an int, or (index, epoch) from the training sampler. A missing or unreadable
+        """index: an int, or (index, epoch[, depth_gt]) from the training sampler (depth_gt
+        False: the item without "depth_gt", which the Trainer reads only for the batches it
+        scores at log steps). A missing or unreadable
         file raises its error with the split line that asked for it; with errors_as_items
         (the Trainer's loaders) the item is {"__error__": message} instead, so that the
         training process reports it in a line rather than as a worker traceback; with
         skip_bad_items the next readable item of the split replaces it."""
-        epoch = 0
+        epoch, depth_gt = 0, True
         if isinstance(index, (tuple, list)):
-            index, epoch = index
+            index, epoch, *rest = index
+            depth_gt = bool(rest[0]) if rest else True
         skipped = 0
         while True:
             try:
-                item = self.item_in_context(index, epoch)
+                item = self.item_in_context(index, epoch, depth_gt)
                 break
             except (OSError, ValueError) as e:
                 if not self.skip_bad_items or skipped + 1 >= min(len(self), MAX_SKIPPED_IN_A_ROW):
@@ -227,10 +232,10 @@ class MonoDataset(data.Dataset):
             item["skipped_items"] = torch.tensor(skipped)
         return item
 
-    def item_in_context(self, index, epoch):
-        """_item(index, epoch), a file error re-raised with the split line that asked for it."""
+    def item_in_context(self, index, epoch, depth_gt=True):
+        """_item(index, epoch, depth_gt), a file error re-raised with the split line that asked for it."""
         try:
-            return self._item(index, epoch)
+            return self._item(index, epoch, depth_gt)
         except (OSError, ValueError) as e:
             message = f"{e}; needed by line {index + 1} of {self.split_file or 'the split'}: {self.filenames[index]!r}"
             try:
@@ -270,7 +275,8 @@ class MonoDataset(data.Dataset):
         return sources, missing
 
     # --- the one item builder
-    def _item(self, index, epoch):
+    def _item(self, index, epoch, depth_gt=True):
+        kinds = self.image_targets(depth_gt)
         params = sample_augmentations(self.augmentations, self.item_rng(index, epoch))
         active = [(aug, params[aug.name]) for aug in self.augmentations if params[aug.name] is not None]
         folder, frame_index, side = self.parse_line(index)
@@ -287,19 +293,19 @@ class MonoDataset(data.Dataset):
                 else:
                     item[("color_u8", f)] = torch.from_numpy(image)
             item.update({("aug", aug.name): aug.pack(params[aug.name]) for aug in self.augmentations})
-            targets = self.load_targets(folder, frame_index, side)
+            targets = self.load_targets(folder, frame_index, side, kinds)
         else:  # native frames, augmented here, then the pyramid
             images = {("color", f, -1): self.get_color(folder, frame, frame_side, False)
                       for f, (frame, frame_side) in sources.items()}
             for f in black:
                 images[("color", f, -1)] = Image.new("RGB", images[("color", f, -1)].size)
-            targets = self.load_targets(folder, frame_index, side)
+            targets = self.load_targets(folder, frame_index, side, kinds)
             for aug, p in active:
                 if aug.stage == "geometric":
                     images, targets = aug.apply_host(images, targets, p)
             item.update(self.pyramid(images, [(aug, p) for aug, p in active if aug.stage == "photometric"],
                                      [(aug, p) for aug, p in active if aug.stage == "view"]))
-        item.update(self.finish_targets(targets))
+        item.update(self.finish_targets(targets, kinds))
         return item
 
     def camera_entries(self, folder, side, active):
@@ -314,13 +320,13 @@ class MonoDataset(data.Dataset):
             out[key] = torch.from_numpy(value)
         return out
 
-    def load_targets(self, folder, frame_index, side):
-        return {t.key: t.load(self, folder, frame_index, side) for t in self.image_targets()}
+    def load_targets(self, folder, frame_index, side, kinds=None):
+        return {t.key: t.load(self, folder, frame_index, side) for t in (self.image_targets() if kinds is None else kinds)}
 
-    def finish_targets(self, targets):
+    def finish_targets(self, targets, kinds=None):
         """Targets as tensors, resized to the network size where they ask, with their derived keys."""
         out = {}
-        for t in self.image_targets():
+        for t in self.image_targets() if kinds is None else kinds:
             value = torch.from_numpy(targets[t.key])
             if t.network_size:
                 value = F.interpolate(value[None], (self.height, self.width), mode="nearest")[0]

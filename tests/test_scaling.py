@@ -1,5 +1,6 @@
 """Training infrastructure: DDP equivalence, resume after SIGKILL, damaged state files,
 AMP, per-epoch validation and weights_best, schedules, non-finite losses, fast loader."""
+import functools
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import torch
 
 from options import MonodepthOptions
 from tests.helpers.cli import small_split
-from trainer import EpochSampler, NonFiniteLossError, Trainer
+from trainer import EpochSampler, NonFiniteLossError, Trainer, logs_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # PoseCNN instead of a second ResNet-18: weight folders and states of ~180 MB instead of ~310 MB
@@ -246,6 +247,21 @@ def test_sampler_splits_ranks_and_resumes_mid_epoch():
     assert [i for i, _ in s] == full[6:]
     s.set_epoch(1)
     assert [i for i, _ in s] != full
+
+
+def test_sampler_flags_the_ground_truth_of_log_step_batches_only():
+    s = EpochSampler(20, 2, True, 7)
+    plain = list(s)
+    s.depth_gt_batches = functools.partial(logs_at, log_frequency=3)
+    s.set_epoch(0)
+    triples = list(s)
+    assert [(i, e) for i, e, _ in triples] == plain
+    assert [f for _, _, f in triples] == [b % 3 == 0 for b in range(10) for _ in range(2)]
+    # resumed at batch 4 of epoch 1, run step 1998: from step 2000 on only every 2000th logs
+    s.set_epoch(1, start_batch=4, first_step=1998)
+    assert [f for _, _, f in s][::2] == [False, False, True, False, False, False]
+    s.set_epoch(2)  # without first_step: 2 epochs of 10 batches before
+    assert s.first_step == 20
 
 
 def test_fast_loader_matches_default_batch(static_world, tmp_path):

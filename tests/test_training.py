@@ -116,6 +116,29 @@ def test_profile_counts_the_first_batch_once_and_every_later_wait_as_data_wait(s
         assert json.load(f)["data_wait"] > 0
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_ground_truth_is_read_only_for_the_batches_of_log_steps(static_world, tmp_path, fast):
+    extra = ["--fast_loader", "--cache_dir", str(tmp_path / "cache")] if fast else []
+    trainer = Trainer(_opt(static_world, tmp_path, "--max_steps", "7", "--log_frequency", "3", *extra))
+    with_gt, logged = [], []
+    process_batch, log, scalars = trainer.process_batch, trainer.log, trainer.logger.scalars
+    def training_batch(inputs, *a, **kw):
+        if trainer.method.training:
+            with_gt.append("depth_gt" in inputs)
+        return process_batch(inputs, *a, **kw)
+    trainer.process_batch = training_batch
+    trainer.log = lambda mode, inputs, *a: (logged.append((mode, a[-1], "depth_gt" in inputs)), log(mode, inputs, *a))
+    keys = []
+    trainer.logger.scalars = lambda mode, values, step: (keys.append((mode, set(values))), scalars(mode, values, step))
+    trainer.train()
+    assert with_gt == [True, False, False, True, False, False, True]
+    assert [(step, gt) for mode, step, gt in logged if mode == "train"] == [(0, True), (3, True), (6, True)]
+    train_keys = [k for mode, k in keys if mode == "train"]
+    assert len(train_keys) == 3 and all("de/abs_rel" in k and "da/a1" in k for k in train_keys)
+    # an item asked for without the flag still has it (evaluation, the first-item check)
+    assert "depth_gt" in trainer.train_dataset[0] and "depth_gt" not in trainer.train_dataset[(0, 0, False)]
+
+
 def test_adam_is_fused_on_the_cpu_unless_deterministic(trained, static_world, tmp_path):
     """The trained fixture ran with the fused update wherever this PyTorch has it (2.4 on);
     the update it uses is the per-parameter loop's (float rounding): 3 steps of each from the
