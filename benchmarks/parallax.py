@@ -144,8 +144,8 @@ def main(argv=None):
         rows.append(("synthetic world (test drive, static pixels)", measure(world_pairs(args.world, args.split), sizes)))
     if args.kitti_sample:
         rows.append(("KITTI (sample scans x odometry motions)", measure(kitti_pairs(args.kitti_sample), sizes)))
-    print(f"| data | network size | cost volume | pairs | laser pixels | median parallax (cost-volume px) "
-          f"| share >= 1 px | share resolvable to 25 % |")
+    print("| data | network size | cost volume | pairs | laser pixels | median parallax (cost-volume px) "
+          "| share >= 1 px | share resolvable to 25 % |")
     print("|---|---|---|---|---|---|---|---|")
     for name, result in rows:
         for size, r in result.items():
