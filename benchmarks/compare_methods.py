@@ -422,6 +422,8 @@ def summarize(args):
                      f"{delta} | {best} |")
     extra = summarize_variants(rows, by_row)
     diag = summarize_diagnostics(rows, by_row)
+    if any(by_row.get(r.name) and r.preset.startswith(("synthetic_manydepth", "synthetic_mism")) for r in rows):
+        diag += ("\n\n" if diag else "") + summarize_parallax(args)
     text = "\n".join(lines) + ("\n\n" + extra if extra else "") + ("\n\n" + diag if diag else "") + "\n"
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(text)
@@ -461,6 +463,31 @@ def summarize_diagnostics(rows, by_row):
     if not lines:
         return ""
     return "\n".join(["| row | diagnostic | mean ± std over seeds | seeds |", "|---|---|---|---|"] + lines)
+
+
+def summarize_parallax(args):
+    """What the multi-frame rows' cost volumes (1/4 of the input) can see on the test drive
+    (benchmarks/parallax.py), at the comparison's size and at the papers' 640x192; cached in
+    parallax.json."""
+    from benchmarks import parallax
+    sizes = sorted({(args.width, args.height), (640, 192)})
+    path = os.path.join(args.out, "parallax.json")
+    key = f"{os.path.abspath(args.world)} {sizes}"
+    cached = json.load(open(path)) if os.path.isfile(path) else {}
+    if cached.get("key") != key:
+        try:
+            cached = {"key": key, "sizes": parallax.measure(parallax.world_pairs(args.world), sizes)}
+        except (OSError, ValueError, SystemExit) as e:
+            return f"(cost-volume parallax not measured: {e})"
+        with open(path, "w") as f:
+            json.dump(cached, f, indent=1)
+    lines = ["| network size | cost volume | median parallax (cost-volume px) | share >= 1 px | share resolvable to 25 % |",
+             "|---|---|---|---|---|"]
+    for size, r in cached["sizes"].items():
+        w, h = (int(x) for x in size.split("x"))
+        lines.append(f"| {size} | {w // parallax.STRIDE}x{h // parallax.STRIDE} | {r['median_px']:.2f} | "
+                     f"{100 * r['share_ge_1px']:.1f} % | {100 * r['share_resolvable_25pct']:.1f} % |")
+    return "\n".join(lines)
 
 
 def plot(args, rows, by_row):

@@ -52,6 +52,14 @@ def test_quick_comparison_writes_the_table_the_plot_and_the_diagnostics(quick):
     # each run started from the shared start, recorded in its preset
     preset = (out / "presets" / "srd_s0.yaml").read_text()
     assert "pretrained_encoder:" in preset and "seed: 0" in preset
+    # the multi-frame rows' parallax table (printed when they ran), from the quick world's test drive
+    import compare_methods
+    text = compare_methods.summarize_parallax(compare_methods.parse_args(QUICK + ["--out", str(out)]))
+    small = next(l for l in text.splitlines() if l.startswith("| 192x64 | 48x16 |"))
+    large = next(l for l in text.splitlines() if l.startswith("| 640x192 | 160x48 |"))
+    ratio = float(large.split("|")[3]) / float(small.split("|")[3])
+    assert abs(ratio - 640 / 192) < 0.05  # parallax grows with the cost volume's width
+    assert json.loads((out / "parallax.json").read_text())["sizes"].keys() == {"192x64", "640x192"}
 
 
 @pytest.mark.slow
