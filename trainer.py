@@ -45,6 +45,8 @@ def logs_at(batch, step, log_frequency):
 
 def never(*_):
     return False
+
+
 LOWER_IS_BETTER = {"abs_rel", "sq_rel", "rmse", "rmse_log"}
 
 
@@ -366,7 +368,7 @@ class Trainer:
                                           self.rank, self.world_size)
         if self.train_dataset.load_depth:
             # the ground truth (velodyne points projected per item) only scores the batches of
-            # log steps: the other items skip reading it (three quarters of a cached fast-path item's cost)
+            # log steps: the other items skip reading it (~95 % of a cached fast-path item's cost)
             self.train_sampler.depth_gt_batches = functools.partial(
                 logs_at, log_frequency=opt.log_frequency) if self.is_main else never
         self.train_loader = DataLoader(self.train_dataset, opt.batch_size, sampler=self.train_sampler,

@@ -472,8 +472,12 @@ def summarize_parallax(args):
     from benchmarks import parallax
     sizes = sorted({(args.width, args.height), (640, 192)})
     path = os.path.join(args.out, "parallax.json")
-    key = f"{os.path.abspath(args.world)} {sizes}"
-    cached = json.load(open(path)) if os.path.isfile(path) else {}
+    key = f"{parallax.VERSION} {os.path.abspath(args.world)} {sizes}"
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+    except (OSError, ValueError):  # none yet, or unreadable: measured again
+        cached = {}
     if cached.get("key") != key:
         try:
             cached = {"key": key, "sizes": parallax.measure(parallax.world_pairs(args.world), sizes)}

@@ -34,7 +34,7 @@ from datasets import kitti_utils  # noqa: E402
 MIN_DEPTH, MAX_DEPTH = 0.1, 80.0
 STRIDE = 4  # the cost volume's resolution: 1/4 of the network's input
 DEPTH_STEP = 1.25  # the a1 threshold
-NATIVE = (1242, 375)  # the KITTI frame the network's input is resized from (W, H)
+VERSION = 2  # of what measure() computes (caches keyed by it are measured again)
 
 
 def project(points, K):
@@ -69,7 +69,7 @@ def summary(shift, step):
 
 
 def laser_depth(calib_dir, velo_path):
-    depth = kitti_utils.generate_depth_map(calib_dir, velo_path, 2)
+    depth = kitti_utils.generate_depth_map(calib_dir, velo_path, 2, convention="exact")  # camera z at its pixel
     return np.where((depth > MIN_DEPTH) & (depth < MAX_DEPTH), depth, 0)
 
 
@@ -116,8 +116,8 @@ def measure(pairs, sizes):
     for depth, K, T in pairs:
         count += 1
         for size in sizes:
-            w, h = size
-            a, b = parallax(depth, K, T, (w / STRIDE / NATIVE[0], h / STRIDE / NATIVE[1]))
+            w, h = size  # the network's input is the whole frame resized to w x h
+            a, b = parallax(depth, K, T, (w / STRIDE / depth.shape[1], h / STRIDE / depth.shape[0]))
             shifts[size][0].append(a)
             shifts[size][1].append(b)
     if not count:

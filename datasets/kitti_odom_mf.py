@@ -281,6 +281,8 @@ class KITTIOdomMultiFrameDataset(MonoDataset):
         self.load_depth = load_gt  # "depth_gt" is in the items (validation scores it)
 
     def image_targets(self, depth_gt=True):
+        # depth_gt=False drops only the base class's DepthGT (metrics of log steps); the sparse
+        # GT here is a training target of the dynamic-scene method and stays in every item
         return list(self.extra_targets)  # the sparse GT is one of them, not the base class's DepthGT
 
     # --- files

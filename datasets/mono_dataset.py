@@ -8,7 +8,8 @@ An item is a dict keyed as monodepth2 does:
   ("missing", f): 1.0 where frame f does not exist (the start or end of a sequence) and
       was replaced by the missing-frame policy, else 0.0 (only when a policy is set);
   "stereo_T": 4 x 4 transform into the other stereo camera (with "s");
-  "depth_gt": 1 x 375 x 1242 (where the dataset has ground truth);
+  "depth_gt": 1 x 375 x 1242 (where the dataset has ground truth; training items only in
+      the batches of log steps, see EpochSampler.depth_gt_batches);
   plus the image-aligned targets a method asks for (ItemTarget, e.g. Depth Hints' hints).
 
 One item builder (`_item`) serves both input paths:
