@@ -17,16 +17,29 @@ class RunLogger:
         if self.writers is None:
             from tensorboardX import SummaryWriter
             self.writers = {m: SummaryWriter(os.path.join(self.log_path, m)) for m in ("train", "val")}
-        return self.writers[mode]
+        writer = self.writers[mode]
+        self._check_alive(writer, mode)
+        return writer
+
+    def _check_alive(self, writer, mode):
+        """tensorboardX writes events from a thread; when a write fails (a full disk) that thread
+        ends, its queue fills, and the next event would block training forever: raise instead."""
+        events = getattr(getattr(writer, "file_writer", None), "event_writer", None)
+        worker = getattr(events, "_worker", None)
+        if worker is not None and not getattr(events, "_closed", False) and not worker.is_alive():
+            raise OSError(f"TensorBoard's event writer for {os.path.join(self.log_path, mode)} stopped "
+                          "(a write failed: is the disk full?); free space, then continue with --resume")
 
     def scalars(self, mode, values, step):
         writer = self.writer(mode)
         for name, value in values.items():
+            self._check_alive(writer, mode)
             writer.add_scalar(name, float(value), step)
 
     def images(self, mode, images, step):
         writer = self.writer(mode)
         for name, image in images.items():
+            self._check_alive(writer, mode)
             writer.add_image(name, image.detach().float().cpu().clamp(0, 1), step)
 
     def append_jsonl(self, name, record):
