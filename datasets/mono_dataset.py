@@ -321,13 +321,14 @@ class MonoDataset(data.Dataset):
             out[key] = torch.from_numpy(value)
         return out
 
-    def load_targets(self, folder, frame_index, side, kinds=None):
-        return {t.key: t.load(self, folder, frame_index, side) for t in (self.image_targets() if kinds is None else kinds)}
+    def load_targets(self, folder, frame_index, side, kinds):
+        """kinds: the item's ItemTargets (image_targets)."""
+        return {t.key: t.load(self, folder, frame_index, side) for t in kinds}
 
-    def finish_targets(self, targets, kinds=None):
+    def finish_targets(self, targets, kinds):
         """Targets as tensors, resized to the network size where they ask, with their derived keys."""
         out = {}
-        for t in self.image_targets() if kinds is None else kinds:
+        for t in kinds:
             value = torch.from_numpy(targets[t.key])
             if t.network_size:
                 value = F.interpolate(value[None], (self.height, self.width), mode="nearest")[0]
