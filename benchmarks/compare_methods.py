@@ -283,9 +283,22 @@ def evaluate(args, row, run_dir, log, threads):
     run(command, log, threads)
 
 
+def diagnostics_current(path):
+    """Whether a run's diag.json holds what this version of benchmarks/diagnostics.py measures
+    (an older one is measured again; the run itself is kept)."""
+    if not os.path.isfile(path):
+        return False
+    from benchmarks import diagnostics
+    try:
+        with open(path) as f:
+            return json.load(f).get("diagnostics_version", 1) == diagnostics.VERSION
+    except ValueError:  # cut short: measured again
+        return False
+
+
 def diagnose(args, row, run_dir, log, threads):
     out = os.path.join(run_dir, "diag.json")
-    if os.path.isfile(out) or args.no_diagnostics:
+    if args.no_diagnostics or diagnostics_current(out):
         return
     paths = world_paths(args)
     command = [sys.executable, "benchmarks/diagnostics.py", "--run", run_dir, "--data_path",
@@ -456,7 +469,7 @@ def summarize_diagnostics(rows, by_row):
         values = {}
         for r in runs.values():
             for k, v in (r.get("diagnostics") or {}).items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "diagnostics_version":
                     values.setdefault(k, []).append(v)
         for k, v in values.items():
             lines.append(f"| {row.name} | {k} | {fmt(*mean_std(v))} | {len(v)} |")

@@ -21,7 +21,15 @@ its own per-image median scaling, as the evaluation does.
   each test frame and on the outer 10 % of columns;
 - ManyDepth / MISM: the multi-frame output and its own single-frame network on static and
   on moving pixels, and the accuracy of the cost volume's best depth;
-- Depth Hints: share of pixels where the hint wins and the hint's accuracy there.
+- Depth Hints: share of pixels where the hint wins and the hint's accuracy there;
+- every method with a pose network and Monodepth2's photometric loss, where the world has its
+  camera poses (odometry/poses/): that loss (SSIM + L1, minimum over frames -1 and +1, auto-
+  masked, scale 0) at the network's depth and pose, at the world's true depth and pose, at the
+  true depth with the network's pose, at the network's depth with the true pose (each truth
+  brought to the network's scale by the image's median ratio), and for the unwarped frames.
+  A network whose loss is far above the truth's has not reached the objective's minimum (an
+  optimisation or budget problem); one below it would mean the objective prefers a wrong
+  geometry on this world.
 """
 import argparse
 import json
@@ -36,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 MIN_GT, MAX_GT = 0.1, 80.0
+VERSION = 2  # of what diagnose() measures (2: the photometric loss at the true geometry); older files are redone
 ZOOM = 1.6
 BORDER = 0.1
 
@@ -110,7 +119,7 @@ class TestItems:
             start += n
             gts, moving = zip(*(self.exact(line) for line in lines))
             inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
-            yield inputs, np.stack(gts), np.stack(moving)
+            yield inputs, np.stack(gts), np.stack(moving), lines
 
 
 def cv2_resize(image, width, height):
@@ -263,6 +272,74 @@ def depth_hints(method, inputs, outputs, gt, acc):
             acc.setdefault(name, []).append(value)
 
 
+def true_poses(data_path, line, frames):
+    """cam_T_cam (frame 0 -> f) of a test line's camera from the world's odometry poses, for
+    each f in frames, or None where the world has no poses for its drive."""
+    from synthetic_world.constants import CAM2_X, CAM3_X
+    folder, frame, side = line.split()
+    try:
+        seq = int(folder.rsplit("_drive_", 1)[1][:4]) - 1
+    except (IndexError, ValueError):
+        return None
+    path = os.path.join(data_path, "odometry", "poses", f"{seq:02d}.txt")
+    if not os.path.isfile(path):
+        return None
+    rows = np.loadtxt(path).reshape(-1, 3, 4)
+    offset = np.eye(4)
+    offset[0, 3] = CAM2_X if side == "l" else CAM3_X
+    def camera_to_world(i):
+        T = np.eye(4)
+        T[:3] = rows[i]
+        return T @ offset
+    i = int(frame)
+    if min(i + f for f in frames) < 0 or max(i + f for f in frames) >= len(rows):
+        return None
+    return {f: np.linalg.inv(camera_to_world(i + f)) @ camera_to_world(i) for f in frames}
+
+
+def min_photometric(method, inputs, depth, poses):
+    """Monodepth2's per-pixel loss at scale 0 (minimum over the sources and the unwarped
+    frames, without the auto-mask's noise) for `depth` B x 1 x H x W and `poses` {f: B x 4 x 4}."""
+    from layers import BackprojectDepth, Project3D, warp
+    B, _, H, W = depth.shape
+    points = BackprojectDepth(B, H, W).to(depth.device)(depth, inputs[("inv_K", 0)])
+    project = Project3D(B, H, W)
+    target = inputs[("color", 0, 0)]
+    errors = [method.reprojection(warp(inputs[("color", f, 0)], project(points, inputs[("K", 0)], T)), target)
+              for f, T in poses.items()]
+    identity = [method.reprojection(inputs[("color", f, 0)], target) for f in poses]
+    return torch.cat(errors + identity, 1).min(1)[0], torch.cat(identity, 1).min(1)[0]
+
+
+def photometric_at_truth(method, inputs, outputs, gt, lines, data_path, acc):
+    """The photometric loss at the network's geometry against the world's true geometry."""
+    frames = [f for f in (-1, 1) if ("cam_T_cam", 0, f) in outputs and ("color", f, 0) in inputs]
+    if len(frames) < 2 or not hasattr(method, "reprojection") or ("depth", 0, 0) not in outputs:
+        return
+    truths = [true_poses(data_path, line, frames) for line in lines]
+    if any(t is None for t in truths):
+        return
+    device = inputs[("color", 0, 0)].device
+    depth = outputs[("depth", 0, 0)].float()
+    true_depth = torch.from_numpy(np.where(gt > 0, gt, 1000.0)).float()[:, None].to(device)  # sky: far
+    valid = (gt > MIN_GT) & (gt < MAX_GT)
+    _, ratios = median_scaled(to_np(depth), gt, valid)
+    ratio = torch.from_numpy(ratios).float().to(device).view(-1, 1, 1, 1)
+    true_pose = {f: torch.from_numpy(np.stack([t[f] for t in truths])).float().to(device) for f in frames}
+    pose = {f: outputs[("cam_T_cam", 0, f)].float() for f in frames}
+    pose_in_network_units = {}
+    for f, T in true_pose.items():
+        T = T.clone()
+        T[:, :3, 3] /= ratio.view(-1, 1)
+        pose_in_network_units[f] = T
+    cases = {"prediction": (depth, pose), "truth": (true_depth, true_pose),
+             "true_depth": (true_depth / ratio, pose), "true_pose": (depth, pose_in_network_units)}
+    for name, (d, T) in cases.items():
+        loss, identity = min_photometric(method, inputs, d, T)
+        acc.setdefault(f"photometric_{name}", []).extend(loss.mean((1, 2)).tolist())
+    acc.setdefault("photometric_identity", []).extend(identity.mean((1, 2)).tolist())
+
+
 # ---------------------------------------------------------------------------------- main
 def srd_pair(run_dir, best_epoch, device):
     """(student epoch, its method or None for the weights already loaded, its teacher's networks)
@@ -330,7 +407,7 @@ def diagnose(args):
     # (SNet, pose, MNet) are all the diagnostics read
     method = load_for_inference(weights, device, networks=None if name == "mism_student" else "all")
     name = method.opt.method
-    out = {"method": name, "weights": weights}
+    out = {"method": name, "weights": weights, "diagnostics_version": VERSION}
     if name == "dynamic_mf":  # supervised, metric: its evaluation has the region tables; here its fusion gain
         model = method.models["model"]
         gamma = [float(p.detach()) for n, p in model.named_parameters() if n.endswith("gamma")]
@@ -347,13 +424,14 @@ def diagnose(args):
     acc = {}
     multi = name in ("manydepth", "mism_teacher", "mism_student")
     with torch.no_grad():
-        for inputs, gt, moving in items.batches():
+        for inputs, gt, moving, lines in items.batches():
             outputs = {} if name.startswith("mism") else method(inputs)  # MISM: its networks are run below
             if multi:
                 ratios = multi_frame(method, inputs, outputs, gt, moving, acc)
             else:
                 _, ratios = region_errors("", to_np(outputs[("depth", 0, 0)]), gt, moving, acc)
                 zoom_and_border(method, inputs, gt, acc)
+                photometric_at_truth(method, inputs, outputs, gt, lines, args.data_path, acc)
             pose_metres(method, inputs, ratios, acc)
             if teacher is not None and student is None:
                 srd_precision(method, teacher, inputs, outputs, gt, acc, generator)
@@ -374,9 +452,11 @@ def main(argv=None):
     out = diagnose(args)
     text = json.dumps(out, indent=1)
     print(text)
-    if args.json:
-        with open(args.json, "w") as f:
+    if args.json:  # written whole or not at all: a comparison treats the file as a finished step
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
             f.write(text + "\n")
+        os.replace(tmp, args.json)
 
 
 if __name__ == "__main__":
