@@ -171,6 +171,7 @@ class Trainer:
         self.method = build_method(opt).to(self.device)
         if opt.channels_last:
             self.method.to(memory_format=torch.channels_last)
+        loaded = []
         if opt.load_weights_folder and not opt.resume:
             loaded = self.method.load_weights(os.path.expanduser(opt.load_weights_folder), opt.models_to_load)
             self._print(f"-> Loaded {', '.join(loaded)} from {opt.load_weights_folder}")
@@ -190,8 +191,16 @@ class Trainer:
         with TIMELINE.phase("optimiser"):
             self.optimizer = self._build_optimizer()
         if opt.load_weights_folder and not opt.resume:
-            checkpoints.load_optimizer_state(self.optimizer, os.path.expanduser(opt.load_weights_folder),
-                                             self.group_lrs, self._print)
+            trained = [name for name, model in self.method.models.items()
+                       if any(p.requires_grad for p in model.parameters())]
+            not_loaded = [name for name in trained if name not in loaded]
+            if not_loaded:  # adam.pth's moments belong to every network of that run, in order
+                self._print(f"-> the optimiser starts afresh: {', '.join(not_loaded)} not loaded from "
+                            f"{opt.load_weights_folder} (its adam.pth is read only when every trained "
+                            "network is)")
+            else:
+                checkpoints.load_optimizer_state(self.optimizer, os.path.expanduser(opt.load_weights_folder),
+                                                 self.group_lrs, self._print)
         self.scheduler = self._build_scheduler()
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opt.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=opt.amp == "fp16" and self.device.type == "cuda")

@@ -92,6 +92,19 @@ def test_fine_tune_loads_weights_and_keeps_learning_rate(trained, static_world, 
     assert t.optimizer.param_groups[0]["lr"] == 1e-5
 
 
+def test_fine_tune_of_some_networks_starts_the_optimiser_afresh(trained, static_world, tmp_path):
+    """adam.pth holds the moments of every network of its run: it is read when every trained
+    network is loaded, not when only the pose networks are (a pose start for another run)."""
+    _, folder = trained
+    t = Trainer(_opt(static_world, tmp_path, "--load_weights_folder", folder))
+    assert len(t.optimizer.state) == sum(1 for g in t.optimizer.param_groups for _ in g["params"])
+    t = Trainer(_opt(static_world, tmp_path, "--load_weights_folder", folder, "--model_name", "p",
+                     "--models_to_load", "pose_encoder", "pose"))
+    assert len(t.optimizer.state) == 0
+    ref = torch.load(os.path.join(folder, "pose.pth"), weights_only=True)
+    assert all(torch.equal(t.method.models["pose"].state_dict()[k].cpu(), v) for k, v in ref.items())
+
+
 def test_fused_adam_is_used_only_where_pytorch_has_it(monkeypatch):
     """PyTorch before 2.4 has no fused Adam on the CPU (its constructor raises): the loop then."""
     import trainer as trainer_module
