@@ -12,7 +12,8 @@ world's true depth (benchmarks/diagnostics.py).
 Before the runs it writes what they need once: the comparison's world (moving objects and an
 odometry tree; drives 0-2 train, 3 validates, 4 tests), its ground truth, the Depth Hints,
 and the shared start (benchmarks/pretrain_encoder.py; --imagenet_weights uses real ImageNet
-weights instead; --scratch starts from random weights).
+weights instead; --scratch starts from random weights). Every row with a pose network starts
+it from the shared start's pose folder, with its depth at that pose's unit (pose_start()).
 
 Under --out (runs/compare): presets/<row>.yaml (each row's exact options), runs/<row>_s<seed>/
 (a training run, its evaluation eval.json and diagnostics diag.json), and the summary:
@@ -178,7 +179,8 @@ def prepare(args):
     command = [sys.executable, "benchmarks/pretrain_encoder.py", "--out", args.pretrained, "--no_progress"]
     command += ["--height", str(args.height), "--width", str(args.width)]
     if args.quick:
-        command += ["--epochs", "1", "--drives", "3", "--frames", "8", "--world_size", "128", "416",
+        command += ["--epochs", "1", "--pose_epochs", "1", "--drives", "3", "--frames", "8",
+                    "--world_size", "128", "416",
                     "--max_steps", str(min(args.quick_steps, 20)), "--world", os.path.join(args.out, "pretrain_world"),
                     "--log_dir", os.path.join(args.out, "pretrain_runs")]
     print(f"-> the shared start: {' '.join(command[1:])}")
@@ -198,6 +200,18 @@ def odom_width(args):
     with open(os.path.join(world_paths(args)["raw"], "synthetic_world.json")) as f:
         world = json.load(f)
     return min(args.width, args.height * world["width"] // world["height"] // 32 * 32)
+
+
+def pose_start(start, cfg):
+    """The options that start a row's pose networks from the shared start's pose folder
+    (benchmarks/pretrain_encoder.py), with its depth at the pose's unit; none for a row
+    without a pose network (stereo only, or given poses) or a start without one (ImageNet)."""
+    from benchmarks.pretrain_encoder import POSE_START_DEPTH
+    folder = os.path.join(start, "pose")
+    temporal = [f for f in cfg.get("frame_ids", [0]) if f != 0 and f != "s"]
+    if not temporal or not os.path.isfile(os.path.join(folder, "pose.pth")) or cfg.get("method") == "dynamic_mf":
+        return {}
+    return dict(POSE_START_DEPTH, load_weights_folder=folder, models_to_load=["pose_encoder", "pose"])
 
 
 def row_preset(args, row, preset, overrides, start, seed, name):
@@ -232,6 +246,7 @@ def row_preset(args, row, preset, overrides, start, seed, name):
     if start:
         cfg["pretrained_encoder"] = start
         cfg.pop("weights_init", None)
+        cfg.update(pose_start(start, cfg))
     if args.device == "cpu":
         cfg["no_cuda"] = True
     if args.quick:

@@ -12,8 +12,21 @@ layout of the ImageNet file of its family: `resnet18.pth` (torchvision's names) 
 `hrnet_w18.pth` (timm's). `--pretrained_encoder FOLDER` then starts any method's encoders
 (depth, pose, matching, context) from FOLDER/<family>.pth, as --imagenet_weights would.
 
+A pose start (`FOLDER/pose/`, a weight folder with `pose_encoder.pth` and `pose.pth`): a
+mono+stereo run on the same pretraining world, started from the ResNet-18 encoder above
+(--pose_epochs, default 12; 0 writes none). ImageNet has no pose network; the papers' pose
+networks learn the camera's motion over thousands of KITTI steps. Here, in this pretext, the
+translation reaches 0.03, 0.41, 0.69 and 0.91 m per frame after epochs 0, 2, 5 and 11 (the
+world's camera: 1.07): a budget of a few hundred steps ends while the pose is still growing,
+and the monocular rows' depth chases its scale (docs/benchmark.md, "Stability"). Stereo
+fixes the pose's unit: metres / 5.4, monodepth2's stereo unit (a baseline of 0.1). A run takes it with `--load_weights_folder FOLDER/pose
+--models_to_load pose_encoder pose` and a depth that starts at that unit (`--min_depth 0.1
+--disp_bias_init -3`: the pretext's own start, depth 2.1, where the world's median of ~15 m
+is 2.8); benchmarks/compare_methods.py does this for every row with a pose network.
+
 With --imagenet the folder holds the real ImageNet weights instead (a local file, or
-torchvision's / timm's hub when online), so the comparison runs unchanged from them.
+torchvision's / timm's hub when online), so the comparison runs unchanged from them (no
+pose start: the pose networks start from the ImageNet encoder, as in the papers).
 
 The result is cached: a family whose file exists with the same recipe in info.json is not
 trained again (--overwrite retrains); a killed pretraining continues (--resume).
@@ -35,6 +48,9 @@ PRETEXT = {
     "hrnet_w18": ["--encoder", "hrnet18_raw", "--depth_decoder", "msf", "--scales", "0"],
 }
 WORLD_SEED = 1000  # the comparison's worlds use seeds below 100
+# the pose pretext: mono+stereo (stereo fixes the unit) with monodepth2's ResNet-18 networks
+POSE_PRETEXT = ["--frame_ids", "0", "-1", "1", "--use_stereo"] + PRETEXT["resnet18"]
+POSE_START_DEPTH = {"min_depth": 0.1, "disp_bias_init": -3.0}  # a depth at the pose start's unit
 
 
 def parse_args(argv=None):
@@ -52,6 +68,8 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=320, help="training width")
     p.add_argument("--max_steps", type=int, default=0, help="stop the pretraining after this many steps (0: none)")
     p.add_argument("--epochs", type=int, default=10, help="pretraining epochs")
+    p.add_argument("--pose_epochs", type=int, default=12,
+                   help="epochs of the pose pretext (mono+stereo from the ResNet-18 start; 0: no pose start)")
     p.add_argument("--log_dir", default=os.path.join("runs", "pretrain"), help="where the pretraining runs go")
     p.add_argument("--overwrite", action="store_true", help="train again even where a file exists")
     p.add_argument("--imagenet", action="store_true",
@@ -93,8 +111,17 @@ def encoder_state(weights_folder, family):
     return out
 
 
+def pose_recipe(args):
+    return {"source": "synthetic mono+stereo pose pretext", "preset": "synthetic_pretrain",
+            "pretext_network": POSE_PRETEXT, "epochs": args.pose_epochs, "max_steps": args.max_steps,
+            "size": [args.height, args.width], "world_seed": WORLD_SEED, "world_drives": args.drives,
+            "world_frames": args.frames, "world_size": list(args.world_size), "start": "resnet18.pth",
+            "depth_start": POSE_START_DEPTH}
+
+
 def pretrain(args, family):
-    """Train the pretext network of `family` (or continue it) and return (weight folder, seconds)."""
+    """Train the pretext network of `family` ("pose": the pose pretext) or continue it, and
+    return (weight folder, seconds)."""
     from datasets import synthetic_world as sw
     if not sw.world_exists(args.world):
         print(f"-> writing the pretraining world {args.world} (seed {WORLD_SEED}, {args.drives} drives)")
@@ -102,6 +129,13 @@ def pretrain(args, family):
                               height=args.world_size[0], width=args.world_size[1]), progress=not args.no_progress)
     name = f"pretrain_{family}"
     run = os.path.join(args.log_dir, name)
+    if family == "pose":
+        epochs = args.pose_epochs
+        network = POSE_PRETEXT + ["--pretrained_encoder", os.path.abspath(args.out),
+                                  "--scheduler_step_size", str(max(int(0.75 * epochs + 0.5), 1))] + \
+            [f"--{k}={v}" for k, v in POSE_START_DEPTH.items()]
+    else:
+        epochs, network = args.epochs, PRETEXT[family]
     command = [sys.executable, os.path.join(ROOT, "train.py")]
     if args.overwrite and os.path.isdir(run):
         shutil.rmtree(run)
@@ -111,8 +145,8 @@ def pretrain(args, family):
         if os.path.isdir(run):
             shutil.rmtree(run)  # a pretraining that stopped before its first state: nothing to keep
         command += ["--config", "synthetic_pretrain", "--data_path", args.world, "--log_dir", args.log_dir,
-                    "--model_name", name, "--num_epochs", str(args.epochs), "--height", str(args.height),
-                    "--width", str(args.width), "--max_steps", str(args.max_steps)] + PRETEXT[family]
+                    "--model_name", name, "--num_epochs", str(epochs), "--height", str(args.height),
+                    "--width", str(args.width), "--max_steps", str(args.max_steps)] + network
     if args.no_progress:
         command.append("--no_progress")
     started = time.time()
@@ -160,7 +194,35 @@ def main(argv=None):
         info[family] = entry
         write_info(args.out, info)
         print(f"-> {path}: {len(state)} tensors ({entry.get('source', 'synthetic stereo pretext')})")
+    if args.pose_epochs > 0 and not args.imagenet:
+        write_pose_start(args, info)
     print(f"-> start a method from it: python train.py --config PRESET --pretrained_encoder {args.out}")
+
+
+def write_pose_start(args, info):
+    """FOLDER/pose/: the pose pretext's pose networks as a weight folder (trained once per recipe)."""
+    folder = os.path.join(args.out, "pose")
+    entry = pose_recipe(args)
+    if os.path.isfile(os.path.join(folder, "pose.pth")) and info.get("pose", {}).get("recipe") == entry \
+            and not args.overwrite:
+        print(f"-> {folder}: kept (same recipe; --overwrite trains it again)")
+        return
+    if not os.path.isfile(os.path.join(args.out, "resnet18.pth")):
+        raise SystemExit(f"{args.out}/resnet18.pth is missing: the pose pretext starts from it "
+                         "(run with --encoders resnet18 first, or --pose_epochs 0)")
+    weights, seconds = pretrain(args, "pose")
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for name in ("pose_encoder.pth", "pose.pth", "opt.json"):
+        shutil.copyfile(os.path.join(weights, name), os.path.join(tmp, name))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    best = os.path.join(os.path.dirname(weights), "best.json")
+    info["pose"] = {"recipe": entry, "weights_folder": weights, "seconds": round(seconds),
+                    "validation": json.load(open(best)) if os.path.isfile(best) else None}
+    write_info(args.out, info)
+    print(f"-> {folder}: the pose start (--load_weights_folder {folder} --models_to_load pose_encoder pose)")
 
 
 if __name__ == "__main__":

@@ -196,3 +196,23 @@ def test_diagnostics_of_an_older_version_or_cut_short_are_measured_again(tmp_pat
     assert compare_methods.diagnostics_current(str(path))
     path.write_text('{"abs_rel_static": 0.2, "diagnostics_vers')
     assert not compare_methods.diagnostics_current(str(path))
+
+
+def test_rows_with_a_pose_network_start_it_from_the_shared_pose_start(tmp_path):
+    import compare_methods
+    from options import read_preset
+    start = tmp_path / "start"
+    (start / "pose").mkdir(parents=True)
+    mono, _ = read_preset("synthetic_mono")
+    stereo, _ = read_preset("synthetic_quickstart")
+    dynamic, _ = read_preset("synthetic_dynamic_mf")
+    assert compare_methods.pose_start(str(start), mono) == {}  # no pose.pth: the pose networks start as before
+    (start / "pose" / "pose.pth").write_bytes(b"")
+    options = compare_methods.pose_start(str(start), mono)
+    assert options == {"load_weights_folder": str(start / "pose"), "models_to_load": ["pose_encoder", "pose"],
+                       "min_depth": 0.1, "disp_bias_init": -3.0}
+    for preset in ("synthetic_srd", "synthetic_bdedepth", "synthetic_manydepth", "synthetic_mism_teacher",
+                   "synthetic_mism_student"):
+        assert compare_methods.pose_start(str(start), read_preset(preset)[0]) == options, preset
+    assert compare_methods.pose_start(str(start), stereo) == {}  # stereo only: no pose network
+    assert compare_methods.pose_start(str(start), dynamic) == {}  # given poses
