@@ -301,14 +301,9 @@ def evaluate(args, row, run_dir, log, threads):
 def diagnostics_current(path):
     """Whether a run's diag.json holds what this version of benchmarks/diagnostics.py measures
     (an older one is measured again; the run itself is kept)."""
-    if not os.path.isfile(path):
-        return False
     from benchmarks import diagnostics
-    try:
-        with open(path) as f:
-            return json.load(f).get("diagnostics_version", 1) == diagnostics.VERSION
-    except ValueError:  # cut short: measured again
-        return False
+    content = read_json(path)  # absent or cut short: measured again
+    return isinstance(content, dict) and content.get("diagnostics_version", 1) == diagnostics.VERSION
 
 
 def diagnose(args, row, run_dir, log, threads):
@@ -322,7 +317,24 @@ def diagnose(args, row, run_dir, log, threads):
         command += ["--odom_test_seqs"] + ODOM_TEST
     if args.device == "cpu":
         command.append("--no_cuda")
+    old = read_json(out)
     run(command, log, threads)
+    if isinstance(old, dict):  # what an older version measured and this one could not (e.g. pruned weights) stays
+        new = read_json(out) or {}
+        merged = dict(old, **new)
+        if merged != new:
+            with open(out + ".tmp", "w") as f:
+                json.dump(merged, f, indent=1)
+            os.replace(out + ".tmp", out)
+
+
+def read_json(path):
+    """A json file's content, or None where it is absent or cut short."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def run_row(args, row, seed, start, threads):

@@ -22,8 +22,9 @@ its own per-image median scaling, as the evaluation does.
 - ManyDepth / MISM: the multi-frame output and its own single-frame network on static and
   on moving pixels, and the accuracy of the cost volume's best depth;
 - Depth Hints: share of pixels where the hint wins and the hint's accuracy there;
-- every method with a pose network and Monodepth2's photometric loss, where the world has its
-  camera poses (odometry/poses/): that loss (SSIM + L1, minimum over frames -1 and +1, auto-
+- every single-frame method with a pose network and Monodepth2's photometric loss (Monodepth2
+  mono, SRD, BDEdepth; not yet ManyDepth and MISM), where the world has its camera poses
+  (odometry/poses/): that loss (SSIM + L1, minimum over frames -1 and +1, auto-
   masked, scale 0) at the network's depth and pose, at the world's true depth and pose, at the
   true depth with the network's pose, at the network's depth with the true pose (each truth
   brought to the network's scale by the image's median ratio), and for the unwarped frames.

@@ -111,17 +111,21 @@ def encoder_state(weights_folder, family):
     return out
 
 
-def pose_recipe(args):
+def pose_recipe(args, info):
+    """The pose pretext's recipe, with that of the resnet18.pth it starts from (a retrained
+    encoder retrains the pose start)."""
     return {"source": "synthetic mono+stereo pose pretext", "preset": "synthetic_pretrain",
             "pretext_network": POSE_PRETEXT, "epochs": args.pose_epochs, "max_steps": args.max_steps,
             "size": [args.height, args.width], "world_seed": WORLD_SEED, "world_drives": args.drives,
             "world_frames": args.frames, "world_size": list(args.world_size), "start": "resnet18.pth",
-            "depth_start": POSE_START_DEPTH}
+            "start_recipe": info.get("resnet18", {}).get("recipe", info.get("resnet18")),
+            "depth_start": POSE_START_DEPTH, "weights": "last epoch"}
 
 
-def pretrain(args, family):
-    """Train the pretext network of `family` ("pose": the pose pretext) or continue it, and
-    return (weight folder, seconds)."""
+def pretrain(args, family, entry, last=False):
+    """Train the pretext network of `family` ("pose": the pose pretext) with recipe `entry`, or
+    continue a killed run of the same recipe, and return (weight folder: the best epoch's, or
+    with `last` the last epoch's; seconds). A run of another recipe is trained afresh."""
     from datasets import synthetic_world as sw
     if not sw.world_exists(args.world):
         print(f"-> writing the pretraining world {args.world} (seed {WORLD_SEED}, {args.drives} drives)")
@@ -137,13 +141,17 @@ def pretrain(args, family):
     else:
         epochs, network = args.epochs, PRETEXT[family]
     command = [sys.executable, os.path.join(ROOT, "train.py")]
-    if args.overwrite and os.path.isdir(run):
-        shutil.rmtree(run)
+    recipe_file = os.path.join(run, "recipe.json")
+    same = os.path.isfile(recipe_file) and json.load(open(recipe_file)) == entry
+    if (args.overwrite or not same) and os.path.isdir(run):
+        shutil.rmtree(run)  # another recipe, or stopped before its first state: nothing to keep
     if os.path.isfile(os.path.join(run, "state", "last.pt")):
         command += ["--resume", "--log_dir", args.log_dir, "--model_name", name, "--data_path", args.world]
     else:
-        if os.path.isdir(run):
-            shutil.rmtree(run)  # a pretraining that stopped before its first state: nothing to keep
+        shutil.rmtree(run, ignore_errors=True)
+        os.makedirs(run)
+        with open(recipe_file, "w") as f:
+            json.dump(entry, f, indent=1)
         command += ["--config", "synthetic_pretrain", "--data_path", args.world, "--log_dir", args.log_dir,
                     "--model_name", name, "--num_epochs", str(epochs), "--height", str(args.height),
                     "--width", str(args.width), "--max_steps", str(args.max_steps)] + network
@@ -153,8 +161,9 @@ def pretrain(args, family):
     print("-> " + " ".join(command[1:]))
     subprocess.run(command, check=True, cwd=ROOT)
     best = os.path.join(run, "models", "weights_best")
-    return (best if os.path.isdir(best) else os.path.realpath(os.path.join(run, "models", "last"))), \
-        time.time() - started
+    if last or not os.path.isdir(best):
+        return os.path.realpath(os.path.join(run, "models", "last")), time.time() - started
+    return best, time.time() - started
 
 
 def imagenet_state(args, family):
@@ -184,7 +193,7 @@ def main(argv=None):
             if os.path.isfile(path) and info.get(family, {}).get("recipe") == entry and not args.overwrite:
                 print(f"-> {path}: kept (same recipe; --overwrite trains it again)")
                 continue
-            folder, seconds = pretrain(args, family)
+            folder, seconds = pretrain(args, family, entry)
             state = encoder_state(folder, family)
             best = os.path.join(os.path.dirname(folder), "best.json")
             entry = {"recipe": entry, "weights_folder": folder, "seconds": round(seconds),
@@ -202,15 +211,16 @@ def main(argv=None):
 def write_pose_start(args, info):
     """FOLDER/pose/: the pose pretext's pose networks as a weight folder (trained once per recipe)."""
     folder = os.path.join(args.out, "pose")
-    entry = pose_recipe(args)
+    if not os.path.isfile(os.path.join(args.out, "resnet18.pth")):
+        print(f"-> no pose start: the pose pretext starts from {args.out}/resnet18.pth, which is not "
+              "written yet (add --encoders resnet18)")
+        return
+    entry = pose_recipe(args, info)
     if os.path.isfile(os.path.join(folder, "pose.pth")) and info.get("pose", {}).get("recipe") == entry \
             and not args.overwrite:
         print(f"-> {folder}: kept (same recipe; --overwrite trains it again)")
         return
-    if not os.path.isfile(os.path.join(args.out, "resnet18.pth")):
-        raise SystemExit(f"{args.out}/resnet18.pth is missing: the pose pretext starts from it "
-                         "(run with --encoders resnet18 first, or --pose_epochs 0)")
-    weights, seconds = pretrain(args, "pose")
+    weights, seconds = pretrain(args, "pose", entry, last=True)
     tmp = folder + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
@@ -218,9 +228,7 @@ def write_pose_start(args, info):
         shutil.copyfile(os.path.join(weights, name), os.path.join(tmp, name))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-    best = os.path.join(os.path.dirname(weights), "best.json")
-    info["pose"] = {"recipe": entry, "weights_folder": weights, "seconds": round(seconds),
-                    "validation": json.load(open(best)) if os.path.isfile(best) else None}
+    info["pose"] = {"recipe": entry, "weights_folder": weights, "seconds": round(seconds)}
     write_info(args.out, info)
     print(f"-> {folder}: the pose start (--load_weights_folder {folder} --models_to_load pose_encoder pose)")
 

@@ -347,6 +347,10 @@ class MISMStudent(MISMBase):
             if key in saved and saved[key] != getattr(opt, key):
                 raise SystemExit(f"--{key} {getattr(opt, key)}: the teacher in {folder} was trained at "
                                  f"{saved['width']}x{saved['height']}")
+        for key in ("min_depth", "max_depth"):  # the teacher's sigmoids become depths with the student's range
+            if key in saved and saved[key] != getattr(opt, key):
+                raise SystemExit(f"--{key} {getattr(opt, key)}: the teacher in {folder} was trained with "
+                                 f"--{key} {saved[key]}; give the student the same")
 
     def __init__(self, opt):
         super().__init__(opt)

@@ -216,3 +216,25 @@ def test_rows_with_a_pose_network_start_it_from_the_shared_pose_start(tmp_path):
         assert compare_methods.pose_start(str(start), read_preset(preset)[0]) == options, preset
     assert compare_methods.pose_start(str(start), stereo) == {}  # stereo only: no pose network
     assert compare_methods.pose_start(str(start), dynamic) == {}  # given poses
+
+
+def test_measuring_again_keeps_what_only_the_older_diagnostics_could_measure(tmp_path, monkeypatch):
+    """An SRD run whose teacher epoch was pruned after its first diagnostics: measured again by
+    a newer version, its mask precision (which needs that epoch) is kept from the older file."""
+    import compare_methods
+    import diagnostics
+    run_dir = tmp_path / "srd_s0"
+    run_dir.mkdir()
+    (run_dir / "diag.json").write_text(json.dumps({"srd_mask_precision": 0.3, "abs_rel_static": 0.5}))
+
+    def measure(command, log, threads):  # what the newer diagnostics.py writes without the teacher
+        out = command[command.index("--json") + 1]
+        with open(out, "w") as f:
+            json.dump({"abs_rel_static": 0.4, "diagnostics_version": diagnostics.VERSION}, f)
+    monkeypatch.setattr(compare_methods, "run", measure)
+    args = compare_methods.parse_args(["--out", str(tmp_path), "--world", str(tmp_path / "world")])
+    row = next(r for r in compare_methods.ROWS if r.name == "srd")
+    compare_methods.diagnose(args, row, str(run_dir), None, 1)
+    assert json.loads((run_dir / "diag.json").read_text()) == {
+        "srd_mask_precision": 0.3, "abs_rel_static": 0.4, "diagnostics_version": diagnostics.VERSION}
+    compare_methods.diagnose(args, row, str(run_dir), None, 1)  # current: not measured again

@@ -492,3 +492,7 @@ def test_matching_ids_choose_mnet_source(tmp_path):
     with pytest.raises(SystemExit, match="drop --matching_ids"):
         _opt("mism_student", "--teacher_weights_folder", str(tmp_path), "--matching_ids", "0", "-2",
              "--frame_ids", "0", "-1", "1", "-2")
+    # the teacher's depths are read with the student's range: another one is refused, naming both
+    saved = _opt("mism_student", "--teacher_weights_folder", str(tmp_path)).min_depth
+    with pytest.raises(SystemExit, match=f"--min_depth {saved * 10}: the teacher .* --min_depth {saved}"):
+        _opt("mism_student", "--teacher_weights_folder", str(tmp_path), "--min_depth", str(saved * 10))
