@@ -33,6 +33,7 @@ its own per-image median scaling, as the evaluation does.
   geometry on this world.
 """
 import argparse
+import functools
 import json
 import os
 import sys
@@ -273,6 +274,12 @@ def depth_hints(method, inputs, outputs, gt, acc):
             acc.setdefault(name, []).append(value)
 
 
+@functools.lru_cache(maxsize=None)
+def drive_poses(path):
+    """A drive's odometry poses (N x 3 x 4), read once per file for all its test lines."""
+    return np.loadtxt(path).reshape(-1, 3, 4)
+
+
 def true_poses(data_path, line, frames):
     """cam_T_cam (frame 0 -> f) of a test line's camera from the world's odometry poses, for
     each f in frames, or None where the world has no poses for its drive."""
@@ -285,7 +292,7 @@ def true_poses(data_path, line, frames):
     path = os.path.join(data_path, "odometry", "poses", f"{seq:02d}.txt")
     if not os.path.isfile(path):
         return None
-    rows = np.loadtxt(path).reshape(-1, 3, 4)
+    rows = drive_poses(path)
     offset = np.eye(4)
     offset[0, 3] = CAM2_X if side == "l" else CAM3_X
     def camera_to_world(i):

@@ -87,12 +87,14 @@ def recipe(args, family):
             "world_frames": args.frames, "world_size": list(args.world_size)}
 
 
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def read_info(out):
     path = os.path.join(out, "info.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
+    return read_json(path) if os.path.isfile(path) else {}
 
 
 def write_info(out, info):
@@ -142,7 +144,7 @@ def pretrain(args, family, entry, last=False):
         epochs, network = args.epochs, PRETEXT[family]
     command = [sys.executable, os.path.join(ROOT, "train.py")]
     recipe_file = os.path.join(run, "recipe.json")
-    same = os.path.isfile(recipe_file) and json.load(open(recipe_file)) == entry
+    same = os.path.isfile(recipe_file) and read_json(recipe_file) == entry
     if (args.overwrite or not same) and os.path.isdir(run):
         shutil.rmtree(run)  # another recipe, or stopped before its first state: nothing to keep
     if os.path.isfile(os.path.join(run, "state", "last.pt")):
@@ -197,7 +199,7 @@ def main(argv=None):
             state = encoder_state(folder, family)
             best = os.path.join(os.path.dirname(folder), "best.json")
             entry = {"recipe": entry, "weights_folder": folder, "seconds": round(seconds),
-                     "validation": json.load(open(best)) if os.path.isfile(best) else None}
+                     "validation": read_json(best) if os.path.isfile(best) else None}
         from utils import atomic_torch_save
         atomic_torch_save(state, path)
         info[family] = entry
