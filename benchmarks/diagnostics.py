@@ -22,8 +22,9 @@ its own per-image median scaling, as the evaluation does.
 - ManyDepth / MISM: the multi-frame output and its own single-frame network on static and
   on moving pixels, and the accuracy of the cost volume's best depth;
 - Depth Hints: share of pixels where the hint wins and the hint's accuracy there;
-- every single-frame method with a pose network and Monodepth2's photometric loss (Monodepth2
-  mono, SRD, BDEdepth; not yet ManyDepth and MISM), where the world has its camera poses
+- every method with a pose network and Monodepth2's photometric loss (Monodepth2 mono, SRD,
+  BDEdepth; ManyDepth's multi-frame output, and its single-frame network as single_*; not
+  MISM, whose networks the diagnostics run one by one), where the world has its camera poses
   (odometry/poses/): that loss (SSIM + L1, minimum over frames -1 and +1, auto-
   masked, scale 0) at the network's depth and pose, at the world's true depth and pose, at the
   true depth with the network's pose, at the network's depth with the true pose (each truth
@@ -46,7 +47,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 MIN_GT, MAX_GT = 0.1, 80.0
-VERSION = 2  # of what diagnose() measures (2: the photometric loss at the true geometry); older files are redone
+VERSION = 3  # of what diagnose() measures (2: the photometric loss at the true geometry; 3: for ManyDepth's
+# two outputs too); older files are measured again
 ZOOM = 1.6
 BORDER = 0.1
 
@@ -319,16 +321,17 @@ def min_photometric(method, inputs, depth, poses):
     return torch.cat(errors + identity, 1).min(1)[0], torch.cat(identity, 1).min(1)[0]
 
 
-def photometric_at_truth(method, inputs, outputs, gt, lines, data_path, acc):
-    """The photometric loss at the network's geometry against the world's true geometry."""
+def photometric_at_truth(method, inputs, outputs, gt, lines, data_path, acc, key=("depth", 0, 0), prefix=""):
+    """The photometric loss at the network's geometry (its depth outputs[key]) against the
+    world's true geometry."""
     frames = [f for f in (-1, 1) if ("cam_T_cam", 0, f) in outputs and ("color", f, 0) in inputs]
-    if len(frames) < 2 or not hasattr(method, "reprojection") or ("depth", 0, 0) not in outputs:
+    if len(frames) < 2 or not hasattr(method, "reprojection") or key not in outputs:
         return
     truths = [true_poses(data_path, line, frames) for line in lines]
     if any(t is None for t in truths):
         return
     device = inputs[("color", 0, 0)].device
-    depth = outputs[("depth", 0, 0)].float()
+    depth = outputs[key].float()
     true_depth = torch.from_numpy(np.where(gt > 0, gt, 1000.0)).float()[:, None].to(device)  # sky: far
     valid = (gt > MIN_GT) & (gt < MAX_GT)
     _, ratios = median_scaled(to_np(depth), gt, valid)
@@ -344,8 +347,8 @@ def photometric_at_truth(method, inputs, outputs, gt, lines, data_path, acc):
              "true_depth": (true_depth / ratio, pose), "true_pose": (depth, pose_in_network_units)}
     for name, (d, T) in cases.items():
         loss, identity = min_photometric(method, inputs, d, T)
-        acc.setdefault(f"photometric_{name}", []).extend(loss.mean((1, 2)).tolist())
-    acc.setdefault("photometric_identity", []).extend(identity.mean((1, 2)).tolist())
+        acc.setdefault(f"{prefix}photometric_{name}", []).extend(loss.mean((1, 2)).tolist())
+    acc.setdefault(f"{prefix}photometric_identity", []).extend(identity.mean((1, 2)).tolist())
 
 
 # ---------------------------------------------------------------------------------- main
@@ -436,6 +439,10 @@ def diagnose(args):
             outputs = {} if name.startswith("mism") else method(inputs)  # MISM: its networks are run below
             if multi:
                 ratios = multi_frame(method, inputs, outputs, gt, moving, acc)
+                # ManyDepth: its multi-frame output and its single-frame network under the same loss
+                photometric_at_truth(method, inputs, outputs, gt, lines, args.data_path, acc)
+                photometric_at_truth(method, inputs, outputs, gt, lines, args.data_path, acc,
+                                     key=("mono_depth", 0, 0), prefix="single_")
             else:
                 _, ratios = region_errors("", to_np(outputs[("depth", 0, 0)]), gt, moving, acc)
                 zoom_and_border(method, inputs, gt, acc)
