@@ -21,6 +21,14 @@ results.json and results.csv (one line per run), table.md (mean +- std over seed
 difference to the row's baseline with its std), compare.png (one bar per row with the seeds'
 spread, and the validation curves). Run again with the same options, it continues where it
 stopped: a finished run is read back, a killed one resumes.
+
+With --records DIR each finished run's numbers are also written to DIR/<row>_s<seed>.json
+(options without machine paths, fingerprints of the shared start's tensors and of the world,
+the code version; evaluation, diagnostics, validation curve, best epoch, training time). A
+later comparison with the same --records, on this machine or another, reads a run from there
+instead of training it when its options, start and world are the same, so a comparison can
+be continued elsewhere and its published table rebuilt (--summary_only) without the weights:
+    python benchmarks/compare_methods.py --jobs 2 --records benchmarks/results/compare
 """
 import argparse
 import csv
@@ -105,6 +113,9 @@ def parse_args(argv=None):
     p.add_argument("--quick_steps", type=int, default=200, help="training steps of each --quick run")
     p.add_argument("--no_diagnostics", action="store_true", help="skip the mechanism diagnostics")
     p.add_argument("--summary_only", action="store_true", help="only rebuild the summary from finished runs")
+    p.add_argument("--records", help="a folder of finished runs' numbers (one json per run, no weights): each finished "
+                   "run is written there, and a run found there with the same options, start and world is read "
+                   "instead of trained again (the published table: benchmarks/results/compare)")
     args = p.parse_args(argv)
     if args.quick:
         args.rows = args.rows or QUICK_ROWS
@@ -271,10 +282,10 @@ def train(args, preset_path, run_dir, name, log, threads):
         if os.path.isdir(run_dir):
             shutil.rmtree(run_dir)  # stopped before its first state: nothing to keep
         command += ["--config", preset_path]
-    started = time.time()
+    started, code = time.time(), code_version()
     run(command, log, threads)
     with open(os.path.join(run_dir, "trained.json"), "w") as f:
-        json.dump({"seconds": time.time() - started}, f)
+        json.dump({"seconds": time.time() - started, "code": code, "threads": threads, "device": args.device}, f)
 
 
 def evaluate(args, row, run_dir, log, threads):
@@ -338,28 +349,36 @@ def read_json(path):
 
 
 def run_row(args, row, seed, start, threads):
-    """Train (both stages for a two-stage row), evaluate and diagnose one (row, seed)."""
+    """Train (both stages for a two-stage row), evaluate and diagnose one (row, seed); read it
+    from --records instead where they hold it with the same options, start and world."""
     name = f"{row.name}_s{seed}"
     runs = os.path.join(args.out, "runs")
     os.makedirs(runs, exist_ok=True)
     log = os.path.join(args.out, "logs", f"{name}.log")
     os.makedirs(os.path.dirname(log), exist_ok=True)
     run_dir = os.path.join(runs, name)
+    stage1 = f"{name}_stage1"
     if row.stage2:  # stage 1 for half the epochs, stage 2 for the rest, from stage 1's best weights
         first, second = math.ceil(args.epochs / 2), args.epochs // 2
-        sub = argparse.Namespace(**dict(vars(args), epochs=first))
-        stage1 = f"{name}_stage1"
-        preset = row_preset(sub, row, row.preset, row.overrides, start, seed, stage1)
-        train(args, preset, os.path.join(runs, stage1), stage1, log, threads)
+        preset1 = row_preset(argparse.Namespace(**dict(vars(args), epochs=first)), row, row.preset, row.overrides,
+                             start, seed, stage1)
         teacher = os.path.abspath(os.path.join(runs, stage1, "models", "weights_best"))
-        if not os.path.isdir(teacher):  # a stage 1 that never validated (--quick)
-            teacher = os.path.realpath(os.path.join(runs, stage1, "models", "last"))
-        sub = argparse.Namespace(**dict(vars(args), epochs=second))
-        preset2, overrides2 = row.stage2
-        preset = row_preset(sub, row, preset2, dict(overrides2, teacher_weights_folder=teacher), start, seed, name)
+
+        def stage2_preset(teacher):
+            preset2, overrides2 = row.stage2
+            return row_preset(argparse.Namespace(**dict(vars(args), epochs=second)), row, preset2,
+                              dict(overrides2, teacher_weights_folder=teacher), start, seed, name)
+        preset = stage2_preset(teacher)
     else:
         preset = row_preset(args, row, row.preset, row.overrides, start, seed, name)
+    if not os.path.isfile(os.path.join(run_dir, "eval.json")) and recorded(args, row, seed, start):
+        print(f"-> {name}: read from the records ({args.records})", flush=True)
+        return
     started = time.time()
+    if row.stage2:
+        train(args, preset1, os.path.join(runs, stage1), stage1, log, threads)
+        if not os.path.isdir(teacher):  # a stage 1 that never validated (--quick)
+            preset = stage2_preset(os.path.realpath(os.path.join(runs, stage1, "models", "last")))
     train(args, preset, run_dir, name, log, threads)
     evaluate(args, row, run_dir, log, threads)
     diagnose(args, row, run_dir, log, threads)
@@ -367,7 +386,140 @@ def run_row(args, row, seed, start, threads):
     models = os.path.join(run_dir, "models")
     last = os.path.basename(os.path.realpath(os.path.join(models, "last")))
     prune_weight_folders(models, 1, protect=last)  # weights_best and the last epoch stay
+    write_record(args, row, seed, start)
     print(f"-> {name}: done ({(time.time() - started) / 60:.1f} min)", flush=True)
+
+
+# ---------------------------------------------------------------------------------- records
+# A finished run's numbers apart from its weights, so that a comparison continues on another
+# machine and its table can be checked: what ran (the options without machine paths; the
+# shared start's and the world's fingerprints; the code version) and what it measured (the
+# evaluation, diagnostics, validation curve, best epoch, training time).
+PATH_OPTIONS = ("data_path", "log_dir", "pretrained_encoder", "load_weights_folder", "teacher_weights_folder",
+                "depth_hint_path", "odom_path")
+RECORD_VERSION = 1
+
+
+def code_version():
+    """The checkout's commit (with "+changes" where files differ from it), or None outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=30)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode:
+        return None
+    return commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def tensors_fingerprint(path):
+    """A weights file's fingerprint: its tensors' names, shapes and bytes (not the file's
+    bytes, which hold the archive's layout)."""
+    import hashlib
+    import torch
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        digest.update(key.encode())
+        if torch.is_tensor(value):
+            digest.update(str(tuple(value.shape)).encode() + str(value.dtype).encode())
+            digest.update(value.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()[:16]
+
+
+def start_fingerprint(start):
+    """The shared start's weight files and their fingerprints (None: random weights)."""
+    if not start:
+        return None
+    files = ["resnet18.pth", "hrnet_w18.pth", os.path.join("pose", "pose_encoder.pth"), os.path.join("pose", "pose.pth")]
+    return {f.replace(os.sep, "/"): tensors_fingerprint(os.path.join(start, f)) for f in files
+            if os.path.isfile(os.path.join(start, f))}
+
+
+def world_fingerprint(args, row):
+    import hashlib
+    path = os.path.join(world_paths(args)["raw"], "synthetic_world.json")
+    with open(path, "rb") as f:
+        return {"synthetic_world.json": hashlib.sha256(f.read()).hexdigest()[:16], "kind": row.kind}
+
+
+def portable_options(preset_path):
+    """A preset's options without its machine's paths (the start and world are fingerprinted)."""
+    import yaml
+    with open(preset_path) as f:
+        cfg = yaml.safe_load(f)
+    return {k: v for k, v in cfg.items() if k not in PATH_OPTIONS}
+
+
+def record_identity(args, row, seed, start):
+    name = f"{row.name}_s{seed}"
+    presets = os.path.join(args.out, "presets")
+    options = {"options": portable_options(os.path.join(presets, f"{name}.yaml"))}
+    if row.stage2:
+        options["stage1_options"] = portable_options(os.path.join(presets, f"{name}_stage1.yaml"))
+    return dict(options, start=start_fingerprint(start), world=world_fingerprint(args, row))
+
+
+def scrub_paths(value, base):
+    """Absolute paths in a result made relative to the comparison's folder (or their last part)."""
+    if isinstance(value, dict):
+        return {k: scrub_paths(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_paths(v, base) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        inside = os.path.relpath(value, base)
+        return inside if not inside.startswith("..") else os.path.basename(value.rstrip(os.sep))
+    return value
+
+
+def write_record(args, row, seed, start):
+    """--records: one finished run's record, written atomically (nothing without --records)."""
+    if not args.records:
+        return
+    name = f"{row.name}_s{seed}"
+    run_dir = os.path.join(args.out, "runs", name)
+    files = run_files(run_dir)
+    if files is None:
+        return
+    record = dict(record_identity(args, row, seed, start), record_version=RECORD_VERSION, row=row.name, seed=seed,
+                  **files)
+    record = scrub_paths(record, os.path.abspath(args.out))
+    os.makedirs(args.records, exist_ok=True)
+    path = os.path.join(args.records, f"{name}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def recorded(args, row, seed, start):
+    """Whether --records hold this run with the same options, start and world."""
+    if not args.records:
+        return False
+    record = read_json(os.path.join(args.records, f"{row.name}_s{seed}.json"))
+    if not isinstance(record, dict) or record.get("record_version") != RECORD_VERSION:
+        return False
+    identity = json.loads(json.dumps(record_identity(args, row, seed, start)))  # as json reads it back
+    return all(record.get(k) == v for k, v in identity.items())
+
+
+def run_files(run_dir):
+    """What a finished run measured, read from its folder (None before its evaluation)."""
+    result = read_json(os.path.join(run_dir, "eval.json"))
+    if result is None:
+        return None
+    curve = []
+    metrics_file = os.path.join(run_dir, "metrics.jsonl")
+    if os.path.isfile(metrics_file):
+        with open(metrics_file) as f:
+            curve = [json.loads(line) for line in f if line.strip()]
+    return {"eval": result, "curve": curve, "best": read_json(os.path.join(run_dir, "models", "best.json")),
+            "diagnostics": read_json(os.path.join(run_dir, "diag.json")),
+            "trained": read_json(os.path.join(run_dir, "trained.json"))}
 
 
 # ---------------------------------------------------------------------------------- summary
@@ -376,15 +528,17 @@ MAIN_METRICS = ("abs_rel", "a1")
 
 def read_run(args, row, seed):
     """One run's numbers: the main output's whole-image and moving-object metrics, other
-    outputs, the validation curve, the diagnostics."""
-    run_dir = os.path.join(args.out, "runs", f"{row.name}_s{seed}")
-    path = os.path.join(run_dir, "eval.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        result = json.load(f)
-    records = result.get("results", [result])
+    outputs, the validation curve, the diagnostics; from its folder, or from --records where
+    this machine has not run it."""
+    files = run_files(os.path.join(args.out, "runs", f"{row.name}_s{seed}"))
     record = {"row": row.name, "seed": seed}
+    if files is None and getattr(args, "records", None):
+        files = read_json(os.path.join(args.records, f"{row.name}_s{seed}.json"))
+        record["source"] = "records"
+    if not isinstance(files, dict) or not isinstance(files.get("eval"), dict):
+        return None
+    result = files["eval"]
+    records = result.get("results", [result])
     for r in records:
         output = r.get("output") or "main"
         region = r.get("region") or "all"
@@ -395,24 +549,13 @@ def read_run(args, row, seed):
         for metric in MAIN_METRICS + ("rmse",):
             if metric in r:
                 record[prefix + metric] = r[metric]
-    curve = []
-    metrics_file = os.path.join(run_dir, "metrics.jsonl")
-    if os.path.isfile(metrics_file):
-        with open(metrics_file) as f:
-            curve = [json.loads(line) for line in f if line.strip()]
-    record["val_curve"] = [c.get("abs_rel") for c in curve]
-    best = os.path.join(run_dir, "models", "best.json")
-    if os.path.isfile(best):
-        with open(best) as f:
-            record["best_epoch"] = json.load(f).get("epoch")
-    diag = os.path.join(run_dir, "diag.json")
-    if os.path.isfile(diag):
-        with open(diag) as f:
-            record["diagnostics"] = json.load(f)
-    trained = os.path.join(run_dir, "trained.json")
-    if os.path.isfile(trained):
-        with open(trained) as f:
-            record["train_seconds"] = json.load(f)["seconds"]
+    record["val_curve"] = [c.get("abs_rel") for c in files.get("curve") or []]
+    if isinstance(files.get("best"), dict):
+        record["best_epoch"] = files["best"].get("epoch")
+    if isinstance(files.get("diagnostics"), dict):
+        record["diagnostics"] = files["diagnostics"]
+    if isinstance(files.get("trained"), dict):
+        record["train_seconds"] = files["trained"]["seconds"]
     return record
 
 
@@ -429,8 +572,35 @@ def fmt(m, s, digits=3):
     return "-" if m is None else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def start_of(args):
+    """The shared start's folder as prepare() leaves it (None: random weights)."""
+    if args.scratch:
+        return None
+    if args.imagenet_weights:
+        return os.path.abspath(os.path.join(args.out, "imagenet_start"))
+    return os.path.abspath(args.pretrained)
+
+
+def publish(args, rows):
+    """--records: a record of every finished run of this machine (runs finished before
+    --records was given, or by an older version, included)."""
+    start = start_of(args)
+    if start and not os.path.isdir(start):
+        print(f"-> no records written: the shared start {args.pretrained} is not here to fingerprint")
+        return
+    for row in rows:
+        for seed in args.seeds:
+            name = f"{row.name}_s{seed}"
+            finished = os.path.isfile(os.path.join(args.out, "runs", name, "eval.json"))
+            diagnosed = args.no_diagnostics or diagnostics_current(os.path.join(args.out, "runs", name, "diag.json"))
+            if finished and diagnosed and os.path.isfile(os.path.join(args.out, "presets", f"{name}.yaml")):
+                write_record(args, row, seed, start)
+
+
 def summarize(args):
     rows = rows_of(args)
+    if args.records:
+        publish(args, rows)
     records = [r for row in rows for seed in args.seeds for r in [read_run(args, row, seed)] if r]
     by_row = {}
     for r in records:

@@ -183,6 +183,14 @@ def test_photometric_loss_at_the_worlds_true_geometry(world):
     for name in ("prediction", "true_depth", "true_pose"):
         assert abs(acc[f"photometric_{name}"][0] - acc["photometric_truth"][0]) < 1e-4, name
     assert abs(acc["photometric_truth"][0] - truth) < 1e-4
+    # a second depth of the same outputs (ManyDepth's single-frame network) under its own names:
+    # the truth at the outputs' scale scores the truth, a flat depth the unwarped frames' loss or more
+    outputs[("mono_depth", 0, 0)] = torch.full_like(depth, 5.0)
+    photometric_at_truth(method, inputs, outputs, gt, [line], world.out, acc, key=("mono_depth", 0, 0),
+                         prefix="single_")
+    assert abs(acc["single_photometric_truth"][0] - truth) < 1e-4
+    assert acc["single_photometric_prediction"][0] > 3 * truth
+    assert len(acc["photometric_prediction"]) == 1  # the first depth's numbers are left as they were
     assert true_poses(world.out, f"{line.split()[0]} 0 l", (-1, 1)) is None  # no frame -1
 
 
@@ -239,3 +247,75 @@ def test_measuring_again_keeps_what_only_the_older_diagnostics_could_measure(tmp
     assert json.loads((run_dir / "diag.json").read_text()) == {
         "srd_mask_precision": 0.3, "abs_rel_static": 0.4, "diagnostics_version": diagnostics.VERSION}
     compare_methods.diagnose(args, row, str(run_dir), None, 1)  # current: not measured again
+
+
+def _records_setup(tmp_path):
+    """A finished baseline run (seed 0) with its preset, a shared start of small weight files
+    and a world description: what --records fingerprints."""
+    import compare_methods
+    import torch
+    start = tmp_path / "start"
+    (start / "pose").mkdir(parents=True)
+    torch.save({"conv.weight": torch.arange(6.0).view(2, 3)}, start / "resnet18.pth")
+    torch.save({"fc.weight": torch.ones(2)}, start / "pose" / "pose.pth")
+    world = tmp_path / "world"
+    world.mkdir()
+    (world / "synthetic_world.json").write_text(json.dumps({"seed": 0, "height": 375, "width": 1242}))
+    out = tmp_path / "out"
+    _fake_run(out, "monodepth2_mono_s0", 0.20, 0.70, 0.40, [0.3, 0.2], 1,
+              {"scale_spread": 0.1, "diagnostics_version": __import__("diagnostics").VERSION})
+    args = compare_methods.parse_args(["--out", str(out), "--world", str(world), "--pretrained", str(start),
+                                       "--rows", "monodepth2_mono", "--seeds", "0", "--records",
+                                       str(tmp_path / "records")])
+    row = next(r for r in compare_methods.ROWS if r.name == "monodepth2_mono")
+    (out / "presets").mkdir()
+    (out / "presets" / "monodepth2_mono_s0.yaml").write_text(
+        f"data_path: {world}\nlog_dir: {out / 'runs'}\npretrained_encoder: {start}\nlearning_rate: 0.0002\n"
+        f"seed: 0\n")
+    return compare_methods, args, row, start, out
+
+
+def test_records_keep_a_finished_runs_numbers_without_machine_paths_and_rebuild_its_table(tmp_path):
+    compare_methods, args, row, start, out = _records_setup(tmp_path)
+    (out / "runs" / "monodepth2_mono_s0" / "eval.json").write_text(json.dumps(
+        {"results": [{"abs_rel": 0.2, "a1": 0.7, "weights": str(out / "runs" / "monodepth2_mono_s0" / "models")},
+                     {"region": "dynamic", "abs_rel": 0.4, "a1": 0.5}]}))
+    compare_methods.summarize(args)
+    path = tmp_path / "records" / "monodepth2_mono_s0.json"
+    text = path.read_text()
+    assert str(tmp_path) not in text  # the machine's paths stay on the machine
+    record = json.loads(text)
+    assert record["options"] == {"learning_rate": 0.0002, "seed": 0}
+    assert set(record["start"]) == {"resnet18.pth", "pose/pose.pth"} and len(record["start"]["resnet18.pth"]) == 16
+    assert record["eval"]["results"][0]["weights"] == "runs/monodepth2_mono_s0/models"
+    table = (out / "table.md").read_text()
+    shutil.rmtree(out / "runs")  # another machine: only the records
+    (out / "table.md").unlink()
+    records = compare_methods.summarize(args)
+    assert records[0]["source"] == "records" and records[0]["abs_rel"] == 0.2 and records[0]["val_curve"] == [0.3, 0.2]
+    assert (out / "table.md").read_text() == table
+    assert "| monodepth2_mono | Monodepth2 (mono) | 1 | 0.200 ± 0.000 | 0.700 ± 0.000 | 0.400 ± 0.000 |" in table
+
+
+def test_a_recorded_run_is_read_not_trained_unless_its_options_start_or_world_differ(tmp_path, monkeypatch):
+    import torch
+    compare_methods, args, row, start, out = _records_setup(tmp_path)
+    compare_methods.summarize(args)
+    shutil.rmtree(out / "runs")
+    assert compare_methods.recorded(args, row, 0, str(start))
+    trained = []
+    monkeypatch.setattr(compare_methods, "train", lambda *a: trained.append(a))
+    monkeypatch.setattr(compare_methods, "row_preset", lambda *a: str(out / "presets" / "monodepth2_mono_s0.yaml"))
+    compare_methods.run_row(args, row, 0, str(start), 1)
+    assert trained == []  # read from the records
+    preset = out / "presets" / "monodepth2_mono_s0.yaml"
+    preset.write_text(preset.read_text().replace("0.0002", "0.0001"))  # another learning rate
+    assert not compare_methods.recorded(args, row, 0, str(start))
+    preset.write_text(preset.read_text().replace("0.0001", "0.0002"))
+    assert compare_methods.recorded(args, row, 0, str(start))
+    torch.save({"fc.weight": torch.ones(2) * 2}, start / "pose" / "pose.pth")  # another pose start
+    assert not compare_methods.recorded(args, row, 0, str(start))
+    torch.save({"fc.weight": torch.ones(2)}, start / "pose" / "pose.pth")  # the same tensors, a new file
+    assert compare_methods.recorded(args, row, 0, str(start))
+    (tmp_path / "world" / "synthetic_world.json").write_text(json.dumps({"seed": 1}))  # another world
+    assert not compare_methods.recorded(args, row, 0, str(start))
