@@ -67,6 +67,8 @@ ROWS = [
     Row("depth_hints", "Depth Hints", "synthetic_quickstart", {"use_depth_hints": True},
         baseline="monodepth2_stereo", scoring="stereo"),
     Row("srd", "SRD", "synthetic_srd", baseline="monodepth2_mono"),
+    Row("srd_no_distill", "SRD's networks, no self-distillation", "synthetic_srd", {"distill_start_epoch": 1000},
+        baseline="monodepth2_mono"),
     Row("bdedepth", "BDEdepth", "synthetic_bdedepth", baseline="bdedepth_no_aug"),
     Row("bdedepth_no_crop", "BDEdepth without resizing-cropping", "synthetic_bdedepth",
         {"use_local_crop": False}, baseline="bdedepth_no_aug"),
