@@ -239,10 +239,13 @@ def row_preset(args, row, preset, overrides, start, seed, name):
     if row.kind == "raw":
         cfg.update(data_path=paths["raw"], split="synthetic", num_epochs=args.epochs)
         # the presets' schedules scaled to the budget, as their recipes: the LR step and
-        # ManyDepth's freeze at 75 % of the epochs (monodepth2: 15 of 20)
-        for key in ("scheduler_step_size", "freeze_teacher_epoch"):
-            if key in cfg:
-                cfg[key] = max(int(0.75 * args.epochs + 0.5), 1)
+        # ManyDepth's freeze at 75 % of the epochs (monodepth2: 15 of 20). A preset that leaves
+        # the step to the default (SRD's: 15 of 20, as its paper) has it scaled as well.
+        step = max(int(0.75 * args.epochs + 0.5), 1)
+        if cfg.get("lr_sche_type", "step") == "step" and cfg.get("decay_step", [0]) in ([0], 0):
+            cfg["scheduler_step_size"] = step
+        if "freeze_teacher_epoch" in cfg:
+            cfg["freeze_teacher_epoch"] = step
         if cfg.get("use_depth_hints"):
             cfg["depth_hint_path"] = paths["hints"]
     else:  # the odometry rows: the same examples as the raw rows, in their own items

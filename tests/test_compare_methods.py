@@ -319,3 +319,22 @@ def test_a_recorded_run_is_read_not_trained_unless_its_options_start_or_world_di
     assert compare_methods.recorded(args, row, 0, str(start))
     (tmp_path / "world" / "synthetic_world.json").write_text(json.dumps({"seed": 1}))  # another world
     assert not compare_methods.recorded(args, row, 0, str(start))
+
+
+def test_every_raw_row_steps_its_learning_rate_at_three_quarters_of_the_budget(tmp_path):
+    """The recipes step the LR at 15 of 20 epochs (SRD by the default it leaves alone): at the
+    comparison's 3 epochs every row steps at epoch 2, and ManyDepth freezes its teacher there."""
+    import compare_methods
+    import yaml
+    args = compare_methods.parse_args(["--out", str(tmp_path), "--world", str(tmp_path / "world")])
+    for row in compare_methods.ROWS:
+        if row.kind != "raw":
+            continue
+        cfg = yaml.safe_load(open(compare_methods.row_preset(args, row, row.preset, row.overrides, None, 0, row.name)))
+        assert cfg["scheduler_step_size"] == 2 and cfg["num_epochs"] == 3, row.name
+        if row.name == "manydepth":
+            assert cfg["freeze_teacher_epoch"] == 2
+    args = compare_methods.parse_args(["--out", str(tmp_path), "--world", str(tmp_path / "world"), "--epochs", "8"])
+    srd = next(r for r in compare_methods.ROWS if r.name == "srd")
+    assert yaml.safe_load(open(compare_methods.row_preset(args, srd, srd.preset, {}, None, 0, "x")))[
+        "scheduler_step_size"] == 6
