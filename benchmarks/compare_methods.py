@@ -437,11 +437,14 @@ def tensors_fingerprint(path):
     return digest.hexdigest()[:16]
 
 
-def start_fingerprint(start):
-    """The shared start's weight files and their fingerprints (None: random weights)."""
+def start_fingerprint(start, cfg=None):
+    """The shared start's weight files a run reads (the pose start only where its options load
+    it) and their fingerprints (None: random weights)."""
     if not start:
         return None
-    files = ["resnet18.pth", "hrnet_w18.pth", os.path.join("pose", "pose_encoder.pth"), os.path.join("pose", "pose.pth")]
+    files = ["resnet18.pth", "hrnet_w18.pth"]
+    if cfg is None or cfg.get("load_weights_folder"):
+        files += [os.path.join("pose", "pose_encoder.pth"), os.path.join("pose", "pose.pth")]
     return {f.replace(os.sep, "/"): tensors_fingerprint(os.path.join(start, f)) for f in files
             if os.path.isfile(os.path.join(start, f))}
 
@@ -453,21 +456,27 @@ def world_fingerprint(args, row):
         return {"synthetic_world.json": hashlib.sha256(f.read()).hexdigest()[:16], "kind": row.kind}
 
 
-def portable_options(preset_path):
-    """A preset's options without its machine's paths (the start and world are fingerprinted)."""
+def read_preset_file(preset_path):
     import yaml
     with open(preset_path) as f:
-        cfg = yaml.safe_load(f)
+        return yaml.safe_load(f)
+
+
+def portable(cfg):
+    """Options without the machine's paths (the start and world are fingerprinted)."""
     return {k: v for k, v in cfg.items() if k not in PATH_OPTIONS}
 
 
 def record_identity(args, row, seed, start):
     name = f"{row.name}_s{seed}"
     presets = os.path.join(args.out, "presets")
-    options = {"options": portable_options(os.path.join(presets, f"{name}.yaml"))}
+    cfgs = [read_preset_file(os.path.join(presets, f"{name}.yaml"))]
+    identity = {"options": portable(cfgs[0])}
     if row.stage2:
-        options["stage1_options"] = portable_options(os.path.join(presets, f"{name}_stage1.yaml"))
-    return dict(options, start=start_fingerprint(start), world=world_fingerprint(args, row))
+        cfgs.append(read_preset_file(os.path.join(presets, f"{name}_stage1.yaml")))
+        identity["stage1_options"] = portable(cfgs[1])
+    uses_pose_start = {"load_weights_folder": any(c.get("load_weights_folder") for c in cfgs)}
+    return dict(identity, start=start_fingerprint(start, uses_pose_start), world=world_fingerprint(args, row))
 
 
 def scrub_paths(value, base):

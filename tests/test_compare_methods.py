@@ -271,7 +271,7 @@ def _records_setup(tmp_path):
     (out / "presets").mkdir()
     (out / "presets" / "monodepth2_mono_s0.yaml").write_text(
         f"data_path: {world}\nlog_dir: {out / 'runs'}\npretrained_encoder: {start}\nlearning_rate: 0.0002\n"
-        f"seed: 0\n")
+        f"seed: 0\nload_weights_folder: {start / 'pose'}\n")
     return compare_methods, args, row, start, out
 
 
@@ -287,6 +287,8 @@ def test_records_keep_a_finished_runs_numbers_without_machine_paths_and_rebuild_
     record = json.loads(text)
     assert record["options"] == {"learning_rate": 0.0002, "seed": 0}
     assert set(record["start"]) == {"resnet18.pth", "pose/pose.pth"} and len(record["start"]["resnet18.pth"]) == 16
+    # a run that does not load the pose start (stereo) does not depend on it
+    assert set(compare_methods.start_fingerprint(str(start), {"load_weights_folder": None})) == {"resnet18.pth"}
     assert record["eval"]["results"][0]["weights"] == "runs/monodepth2_mono_s0/models"
     table = (out / "table.md").read_text()
     shutil.rmtree(out / "runs")  # another machine: only the records
