@@ -613,6 +613,7 @@ def publish(args, rows):
 
 def summarize(args):
     rows = rows_of(args)
+    os.makedirs(args.out, exist_ok=True)  # a table rebuilt from records alone goes to a new folder
     if args.records:
         publish(args, rows)
     records = [r for row in rows for seed in args.seeds for r in [read_run(args, row, seed)] if r]
@@ -682,7 +683,7 @@ def summarize_diagnostics(rows, by_row):
             for k, v in (r.get("diagnostics") or {}).items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "diagnostics_version":
                     values.setdefault(k, []).append(v)
-        for k, v in values.items():
+        for k, v in sorted(values.items()):  # the same order from local runs and from records
             lines.append(f"| {row.name} | {k} | {fmt(*mean_std(v))} | {len(v)} |")
     if not lines:
         return ""

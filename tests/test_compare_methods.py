@@ -297,6 +297,9 @@ def test_records_keep_a_finished_runs_numbers_without_machine_paths_and_rebuild_
     assert records[0]["source"] == "records" and records[0]["abs_rel"] == 0.2 and records[0]["val_curve"] == [0.3, 0.2]
     assert (out / "table.md").read_text() == table
     assert "| monodepth2_mono | Monodepth2 (mono) | 1 | 0.200 ± 0.000 | 0.700 ± 0.000 | 0.400 ± 0.000 |" in table
+    args.out = str(tmp_path / "elsewhere")  # a folder that does not exist yet, as on a fresh clone
+    compare_methods.summarize(args)
+    assert (tmp_path / "elsewhere" / "table.md").read_text() == table
 
 
 def test_a_recorded_run_is_read_not_trained_unless_its_options_start_or_world_differ(tmp_path, monkeypatch):
