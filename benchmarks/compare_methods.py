@@ -227,6 +227,36 @@ def pose_start(start, cfg):
     return dict(POSE_START_DEPTH, load_weights_folder=folder, models_to_load=["pose_encoder", "pose"])
 
 
+RECIPE_EPOCHS = 20  # the papers' KITTI schedules (monodepth2, SRD, BDEdepth, ManyDepth, MISM)
+
+
+def effective_schedule(cfg):
+    """The learning-rate schedule a preset trains with: its own keys, else its method's
+    defaults (SRD's option group sets AdamW with x0.9 per epoch; the others a step)."""
+    from methods import resolve_method_name
+    from options import build_parser
+    parser = build_parser(method_name=resolve_method_name(cfg.get("method"), cfg, []))
+    return {k: cfg.get(k, parser.get_default(k)) for k in ("lr_sche_type", "decay_step", "decay_rate",
+                                                           "scheduler_step_size")}
+
+
+def scale_schedule(cfg, epochs):
+    """A recipe's schedule compressed from its 20 epochs into `epochs`, as it is written: a
+    single step at 75 % of them (monodepth2's 15 of 20), or an exponential decay whose rate per
+    epoch is raised to 20 / epochs so that the budget ends where the recipe's 20 epochs end
+    (SRD's x0.9 per epoch: x0.496 per epoch at 3). Returns the step epoch (also ManyDepth's
+    teacher freeze). A schedule of explicit milestones or a cosine one is left as it is."""
+    step = max(int(0.75 * epochs + 0.5), 1)
+    schedule = effective_schedule(cfg)
+    milestones = schedule["decay_step"] if isinstance(schedule["decay_step"], (list, tuple)) else [schedule["decay_step"]]
+    if schedule["lr_sche_type"] == "step" and not any(milestones):
+        cfg["scheduler_step_size"] = step
+    elif schedule["lr_sche_type"] == "exponential":
+        cfg["lr_sche_type"] = "exponential"
+        cfg["decay_rate"] = round(schedule["decay_rate"] ** (RECIPE_EPOCHS / epochs), 6)
+    return step
+
+
 def row_preset(args, row, preset, overrides, start, seed, name):
     """The options of one training as a preset file (what ran is on record)."""
     from options import read_preset
@@ -238,12 +268,7 @@ def row_preset(args, row, preset, overrides, start, seed, name):
                keep_weights=0 if cfg.get("method") == "srd" else 1)  # SRD's diagnostics read its teacher's epoch
     if row.kind == "raw":
         cfg.update(data_path=paths["raw"], split="synthetic", num_epochs=args.epochs)
-        # the presets' schedules scaled to the budget, as their recipes: the LR step and
-        # ManyDepth's freeze at 75 % of the epochs (monodepth2: 15 of 20). A preset that leaves
-        # the step to the default (SRD's: 15 of 20, as its paper) has it scaled as well.
-        step = max(int(0.75 * args.epochs + 0.5), 1)
-        if cfg.get("lr_sche_type", "step") == "step" and cfg.get("decay_step", [0]) in ([0], 0):
-            cfg["scheduler_step_size"] = step
+        step = scale_schedule(cfg, args.epochs)
         if "freeze_teacher_epoch" in cfg:
             cfg["freeze_teacher_epoch"] = step
         if cfg.get("use_depth_hints"):
@@ -271,9 +296,28 @@ def row_preset(args, row, preset, overrides, start, seed, name):
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{name}.yaml")
     import yaml
-    with open(path, "w") as f:
+    if os.path.isfile(path) and read_preset_file(path) != yaml.safe_load(yaml.safe_dump(cfg)):
+        replace_run(args, name, "its options changed")
+    with open(path + ".tmp", "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=True)
+    os.replace(path + ".tmp", path)
     return path
+
+
+def replace_run(args, name, why):
+    """A run (started or finished) that no longer answers the comparison's question is moved
+    to <out>/replaced/ (kept, not deleted) and trained again."""
+    run_dir = os.path.join(args.out, "runs", name)
+    if not os.path.isdir(run_dir):
+        return
+    folder = os.path.join(args.out, "replaced")
+    os.makedirs(folder, exist_ok=True)
+    k = 0
+    while os.path.exists(os.path.join(folder, f"{name}-{k}")):
+        k += 1
+    shutil.move(run_dir, os.path.join(folder, f"{name}-{k}"))
+    print(f"-> {name}: {why}; the earlier run is kept in {os.path.join(folder, f'{name}-{k}')} and trained again",
+          flush=True)
 
 
 # ---------------------------------------------------------------------------------- one run
@@ -289,8 +333,11 @@ def train(args, preset_path, run_dir, name, log, threads):
         command += ["--config", preset_path]
     started, code = time.time(), code_version()
     run(command, log, threads)
-    with open(os.path.join(run_dir, "trained.json"), "w") as f:
-        json.dump({"seconds": time.time() - started, "code": code, "threads": threads, "device": args.device}, f)
+    trained = {"seconds": time.time() - started, "code": code, "threads": threads, "device": args.device,
+               "start": start_fingerprint(start_of(args), read_preset_file(preset_path))}
+    with open(os.path.join(run_dir, "trained.json.tmp"), "w") as f:
+        json.dump(trained, f)
+    os.replace(os.path.join(run_dir, "trained.json.tmp"), os.path.join(run_dir, "trained.json"))
 
 
 def evaluate(args, row, run_dir, log, threads):
@@ -373,9 +420,18 @@ def run_row(args, row, seed, start, threads):
             preset2, overrides2 = row.stage2
             return row_preset(argparse.Namespace(**dict(vars(args), epochs=second)), row, preset2,
                               dict(overrides2, teacher_weights_folder=teacher), start, seed, name)
+        if not os.path.isdir(os.path.join(runs, stage1)):
+            replace_run(args, name, "its stage 1 was replaced")
         preset = stage2_preset(teacher)
     else:
         preset = row_preset(args, row, row.preset, row.overrides, start, seed, name)
+    for run_name in ([stage1] if row.stage2 else []) + [name]:
+        trained = read_json(os.path.join(runs, run_name, "trained.json"))
+        if isinstance(trained, dict) and "start" in trained and trained["start"] != start_fingerprint(
+                start, read_preset_file(os.path.join(args.out, "presets", f"{run_name}.yaml"))):
+            replace_run(args, run_name, "it trained from another shared start")
+            if run_name == stage1:
+                replace_run(args, name, "its stage 1 was replaced")
     if not os.path.isfile(os.path.join(run_dir, "eval.json")) and recorded(args, row, seed, start):
         print(f"-> {name}: read from the records ({args.records})", flush=True)
         return
@@ -410,7 +466,8 @@ def code_version():
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True, timeout=30)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results"], cwd=ROOT,
                                capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -443,6 +500,8 @@ def start_fingerprint(start, cfg=None):
     if not start:
         return None
     files = ["resnet18.pth", "hrnet_w18.pth"]
+    if cfg is not None:  # the family its encoders take (HRNet-18 rows: hrnet_w18.pth)
+        files = [f for f in files if ("hrnet" in str(cfg.get("encoder", ""))) == f.startswith("hrnet")]
     if cfg is None or cfg.get("load_weights_folder"):
         files += [os.path.join("pose", "pose_encoder.pth"), os.path.join("pose", "pose.pth")]
     return {f.replace(os.sep, "/"): tensors_fingerprint(os.path.join(start, f)) for f in files
@@ -463,8 +522,9 @@ def read_preset_file(preset_path):
 
 
 def portable(cfg):
-    """Options without the machine's paths (the start and world are fingerprinted)."""
-    return {k: v for k, v in cfg.items() if k not in PATH_OPTIONS}
+    """Options without the machine's paths (the start and world are fingerprinted) and without
+    the loader's worker count (it follows --jobs and changes no number)."""
+    return {k: v for k, v in cfg.items() if k not in PATH_OPTIONS + ("num_workers",)}
 
 
 def record_identity(args, row, seed, start):
@@ -475,8 +535,9 @@ def record_identity(args, row, seed, start):
     if row.stage2:
         cfgs.append(read_preset_file(os.path.join(presets, f"{name}_stage1.yaml")))
         identity["stage1_options"] = portable(cfgs[1])
-    uses_pose_start = {"load_weights_folder": any(c.get("load_weights_folder") for c in cfgs)}
-    return dict(identity, start=start_fingerprint(start, uses_pose_start), world=world_fingerprint(args, row))
+    loads = {"load_weights_folder": any(c.get("load_weights_folder") for c in cfgs),
+             "encoder": " ".join(str(c.get("encoder", "")) for c in cfgs)}
+    return dict(identity, start=start_fingerprint(start, loads), world=world_fingerprint(args, row))
 
 
 def scrub_paths(value, base):
@@ -500,8 +561,10 @@ def write_record(args, row, seed, start):
     files = run_files(run_dir)
     if files is None:
         return
-    record = dict(record_identity(args, row, seed, start), record_version=RECORD_VERSION, row=row.name, seed=seed,
-                  **files)
+    identity = record_identity(args, row, seed, start)
+    if isinstance(files.get("trained"), dict) and "start" in files["trained"]:
+        identity["start"] = files["trained"]["start"]  # what it trained from, not what is here now
+    record = dict(identity, record_version=RECORD_VERSION, row=row.name, seed=seed, **files)
     record = scrub_paths(record, os.path.abspath(args.out))
     os.makedirs(args.records, exist_ok=True)
     path = os.path.join(args.records, f"{name}.json")
@@ -517,8 +580,19 @@ def recorded(args, row, seed, start):
     record = read_json(os.path.join(args.records, f"{row.name}_s{seed}.json"))
     if not isinstance(record, dict) or record.get("record_version") != RECORD_VERSION:
         return False
-    identity = json.loads(json.dumps(record_identity(args, row, seed, start)))  # as json reads it back
+    identity = record_identity(args, row, seed, start)
+    identity = json.loads(json.dumps(scrub_paths(identity, os.path.abspath(args.out))))  # as it was written
     return all(record.get(k) == v for k, v in identity.items())
+
+
+def checkable(args, row, seed):
+    """Whether this machine has what a record is checked against: the run's preset (and its
+    stage 1's), the shared start and the world."""
+    presets = [f"{row.name}_s{seed}"] + ([f"{row.name}_s{seed}_stage1"] if row.stage2 else [])
+    start = start_of(args)
+    return (all(os.path.isfile(os.path.join(args.out, "presets", f"{p}.yaml")) for p in presets)
+            and (start is None or os.path.isdir(start))
+            and os.path.isfile(os.path.join(world_paths(args)["raw"], "synthetic_world.json")))
 
 
 def run_files(run_dir):
@@ -549,6 +623,13 @@ def read_run(args, row, seed):
     if files is None and getattr(args, "records", None):
         files = read_json(os.path.join(args.records, f"{row.name}_s{seed}.json"))
         record["source"] = "records"
+        if isinstance(files, dict) and checkable(args, row, seed):
+            if not recorded(args, row, seed, start_of(args)):
+                print(f"-> {row.name}_s{seed}: its record was trained with other options, start or world than "
+                      "this comparison's; left out of the table (train it, or summarise without the start here)")
+                return None
+        else:
+            record["source"] = "records, unchecked"  # no start, world or preset here to check it against
     if not isinstance(files, dict) or not isinstance(files.get("eval"), dict):
         return None
     result = files["eval"]
@@ -645,6 +726,12 @@ def summarize(args):
         best = ",".join(str(runs[s].get("best_epoch", "?")) for s in sorted(runs))
         lines.append(f"| {row.name} | {row.paper} | {len(runs)} | {cells[0]} | {cells[1]} | {cells[2]} | {vs} | "
                      f"{delta} | {best} |")
+    sources = [r.get("source") for r in records]
+    if any(sources):
+        unchecked = sources.count("records, unchecked")
+        lines.append(f"\n{sum(1 for x in sources if x)} of {len(records)} runs read from the records"
+                     + (f" ({unchecked} unchecked: no start, world or preset here to check them against)"
+                        if unchecked else " (each checked: same options, start and world)"))
     extra = summarize_variants(rows, by_row)
     diag = summarize_diagnostics(rows, by_row)
     if any(by_row.get(r.name) and r.preset.startswith(("synthetic_manydepth", "synthetic_mism")) for r in rows):

@@ -263,7 +263,8 @@ def _records_setup(tmp_path):
     (world / "synthetic_world.json").write_text(json.dumps({"seed": 0, "height": 375, "width": 1242}))
     out = tmp_path / "out"
     _fake_run(out, "monodepth2_mono_s0", 0.20, 0.70, 0.40, [0.3, 0.2], 1,
-              {"scale_spread": 0.1, "diagnostics_version": __import__("diagnostics").VERSION})
+              {"scale_spread": 0.1, "abs_rel_static": 0.25,  # not in sorted order, as a run writes them
+               "diagnostics_version": __import__("diagnostics").VERSION})
     args = compare_methods.parse_args(["--out", str(out), "--world", str(world), "--pretrained", str(start),
                                        "--rows", "monodepth2_mono", "--seeds", "0", "--records",
                                        str(tmp_path / "records")])
@@ -291,15 +292,22 @@ def test_records_keep_a_finished_runs_numbers_without_machine_paths_and_rebuild_
     assert set(compare_methods.start_fingerprint(str(start), {"load_weights_folder": None})) == {"resnet18.pth"}
     assert record["eval"]["results"][0]["weights"] == "runs/monodepth2_mono_s0/models"
     table = (out / "table.md").read_text()
-    shutil.rmtree(out / "runs")  # another machine: only the records
+    assert table.index("abs_rel_static") < table.index("scale_spread")
+    shutil.rmtree(out / "runs")  # the runs gone: only the records
     (out / "table.md").unlink()
     records = compare_methods.summarize(args)
     assert records[0]["source"] == "records" and records[0]["abs_rel"] == 0.2 and records[0]["val_curve"] == [0.3, 0.2]
-    assert (out / "table.md").read_text() == table
+    checked = "\n1 of 1 runs read from the records (each checked: same options, start and world)\n"
+    assert (out / "table.md").read_text().replace(checked, "") == table  # the same rows and diagnostics, same order
     assert "| monodepth2_mono | Monodepth2 (mono) | 1 | 0.200 ± 0.000 | 0.700 ± 0.000 | 0.400 ± 0.000 |" in table
     args.out = str(tmp_path / "elsewhere")  # a folder that does not exist yet, as on a fresh clone
-    compare_methods.summarize(args)
-    assert (tmp_path / "elsewhere" / "table.md").read_text() == table
+    records = compare_methods.summarize(args)
+    assert records[0]["source"] == "records, unchecked"
+    assert "1 of 1 runs read from the records (1 unchecked" in (tmp_path / "elsewhere" / "table.md").read_text()
+    args.out = str(out)  # this machine again, with the run's preset: a record of other options is left out
+    preset = out / "presets" / "monodepth2_mono_s0.yaml"
+    preset.write_text(preset.read_text().replace("0.0002", "0.0001"))
+    assert compare_methods.summarize(args) == []
 
 
 def test_a_recorded_run_is_read_not_trained_unless_its_options_start_or_world_differ(tmp_path, monkeypatch):
@@ -326,20 +334,75 @@ def test_a_recorded_run_is_read_not_trained_unless_its_options_start_or_world_di
     assert not compare_methods.recorded(args, row, 0, str(start))
 
 
-def test_every_raw_row_steps_its_learning_rate_at_three_quarters_of_the_budget(tmp_path):
-    """The recipes step the LR at 15 of 20 epochs (SRD by the default it leaves alone): at the
-    comparison's 3 epochs every row steps at epoch 2, and ManyDepth freezes its teacher there."""
+def test_a_finished_run_whose_options_or_start_changed_is_kept_aside_and_trained_again(tmp_path, monkeypatch):
+    compare_methods, args, row, start, out = _records_setup(tmp_path)
+    (out / "runs" / "monodepth2_mono_s0" / "trained.json").write_text(json.dumps(
+        {"seconds": 1.0, "start": compare_methods.start_fingerprint(str(start), {"load_weights_folder": "x"})}))
+    compare_methods.summarize(args)
+    record = json.loads((tmp_path / "records" / "monodepth2_mono_s0.json").read_text())
+    torch = __import__("torch")
+    torch.save({"conv.weight": torch.zeros(2, 3)}, start / "resnet18.pth")  # the start rebuilt after the run
+    compare_methods.summarize(args)  # the record keeps the start the run trained from
+    assert json.loads((tmp_path / "records" / "monodepth2_mono_s0.json").read_text())["start"] == record["start"]
+    trained = []
+    monkeypatch.setattr(compare_methods, "train", lambda *a: trained.append(a[1]))
+    monkeypatch.setattr(compare_methods, "evaluate", lambda *a: None)
+    monkeypatch.setattr(compare_methods, "diagnose", lambda *a: None)
+    monkeypatch.setattr(compare_methods, "write_record", lambda *a: None)
+    monkeypatch.setattr(__import__("training.checkpoints").checkpoints, "prune_weight_folders", lambda *a, **k: None)
+    monkeypatch.setattr(compare_methods, "row_preset", lambda *a: str(out / "presets" / "monodepth2_mono_s0.yaml"))
+    compare_methods.run_row(args, row, 0, str(start), 1)  # trained from another start: kept aside, trained again
+    assert len(trained) == 1 and not (out / "runs" / "monodepth2_mono_s0").exists()
+    assert (out / "replaced" / "monodepth2_mono_s0-0" / "eval.json").is_file()
+    # options that changed after a run finished: the preset is rewritten and the run kept aside
+    _fake_run(out, "monodepth2_mono_s1", 0.20, 0.70, 0.40, [0.3, 0.2], 1, {})
+    monkeypatch.undo()
+    args = compare_methods.parse_args(["--out", str(out), "--world", str(tmp_path / "world")])
+    first = compare_methods.row_preset(args, row, row.preset, row.overrides, None, 1, "monodepth2_mono_s1")
+    assert (out / "runs" / "monodepth2_mono_s1").is_dir()  # the first preset of a run moves nothing
+    compare_methods.row_preset(args, row, row.preset, dict(row.overrides, learning_rate=3e-4), None, 1,
+                               "monodepth2_mono_s1")
+    assert not (out / "runs" / "monodepth2_mono_s1").exists()
+    assert (out / "replaced" / "monodepth2_mono_s1-0" / "eval.json").is_file() and os.path.isfile(first)
+
+
+def _lr_factors(preset_path):
+    """The learning-rate factor of each epoch as the trained options give it (the preset over
+    its method's defaults), recomputed here: step x decay_rate every step_size epochs, or
+    exponential x decay_rate per epoch."""
+    from options import MonodepthOptions
+    opt = MonodepthOptions().parse(["--config", preset_path])
+    if opt.lr_sche_type == "exponential":
+        return opt.lr_sche_type, [opt.decay_rate ** e for e in range(opt.num_epochs + 1)]
+    assert opt.lr_sche_type == "step" and opt.decay_step in ([0], 0)
+    return opt.lr_sche_type, [opt.decay_rate ** (e // opt.scheduler_step_size) for e in range(opt.num_epochs + 1)]
+
+
+def test_every_raw_row_compresses_its_recipes_learning_rate_schedule_into_the_budget(tmp_path):
+    """The recipes' 20-epoch schedules compressed into the comparison's epochs, read from the
+    options each run trains with: a step at 75 % (15 of 20: epoch 2 of 3, where ManyDepth also
+    freezes its teacher); SRD's x0.9 per epoch (its method's default, not in its preset) at a
+    rate that ends the budget at the recipe's 0.9^20."""
     import compare_methods
     import yaml
     args = compare_methods.parse_args(["--out", str(tmp_path), "--world", str(tmp_path / "world")])
+    kinds = {}
     for row in compare_methods.ROWS:
         if row.kind != "raw":
             continue
-        cfg = yaml.safe_load(open(compare_methods.row_preset(args, row, row.preset, row.overrides, None, 0, row.name)))
-        assert cfg["scheduler_step_size"] == 2 and cfg["num_epochs"] == 3, row.name
+        path = compare_methods.row_preset(args, row, row.preset, row.overrides, None, 0, row.name)
+        kind, factors = _lr_factors(path)
+        kinds[row.name] = kind
+        if kind == "step":
+            assert factors[:3] == [1.0, 1.0, 0.1], row.name
+        else:
+            assert factors[3] == pytest.approx(0.9 ** 20, rel=1e-4) and factors[1] == pytest.approx(0.4954, abs=1e-4)
         if row.name == "manydepth":
-            assert cfg["freeze_teacher_epoch"] == 2
+            assert yaml.safe_load(open(path))["freeze_teacher_epoch"] == 2
+    assert kinds["srd"] == kinds["srd_no_distill"] == "exponential" and kinds["monodepth2_mono"] == "step"
     args = compare_methods.parse_args(["--out", str(tmp_path), "--world", str(tmp_path / "world"), "--epochs", "8"])
+    mono = next(r for r in compare_methods.ROWS if r.name == "monodepth2_mono")
+    assert _lr_factors(compare_methods.row_preset(args, mono, mono.preset, {}, None, 0, "x"))[1][5:8] == [1.0, 0.1, 0.1]
     srd = next(r for r in compare_methods.ROWS if r.name == "srd")
-    assert yaml.safe_load(open(compare_methods.row_preset(args, srd, srd.preset, {}, None, 0, "x")))[
-        "scheduler_step_size"] == 6
+    assert _lr_factors(compare_methods.row_preset(args, srd, srd.preset, {}, None, 0, "y"))[1][8] == pytest.approx(
+        0.9 ** 20, rel=1e-4)
