@@ -32,6 +32,7 @@ be continued elsewhere and its published table rebuilt (--summary_only) without 
 """
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -44,6 +45,13 @@ from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+
+def atomic_write_bytes(path, data):
+    """utils.atomic_write_bytes, imported when first written (utils imports torch)."""
+    from utils import atomic_write_bytes as write
+    write(path, data)
+
 
 WORLD_DRIVES = 5  # 0-2 train, 3 validates, 4 tests (synthetic_world's split rule for 3+ drives)
 ODOM_TRAIN, ODOM_VAL, ODOM_TEST = ["00", "01", "02"], ["03"], ["04"]
@@ -298,9 +306,7 @@ def row_preset(args, row, preset, overrides, start, seed, name):
     import yaml
     if os.path.isfile(path) and read_preset_file(path) != yaml.safe_load(yaml.safe_dump(cfg)):
         replace_run(args, name, "its options changed")
-    with open(path + ".tmp", "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    atomic_write_bytes(path, yaml.safe_dump(cfg, sort_keys=True).encode())
     return path
 
 
@@ -335,9 +341,7 @@ def train(args, preset_path, run_dir, name, log, threads):
     run(command, log, threads)
     trained = {"seconds": time.time() - started, "code": code, "threads": threads, "device": args.device,
                "start": start_fingerprint(start_of(args), read_preset_file(preset_path))}
-    with open(os.path.join(run_dir, "trained.json.tmp"), "w") as f:
-        json.dump(trained, f)
-    os.replace(os.path.join(run_dir, "trained.json.tmp"), os.path.join(run_dir, "trained.json"))
+    atomic_write_bytes(os.path.join(run_dir, "trained.json"), json.dumps(trained).encode())
 
 
 def evaluate(args, row, run_dir, log, threads):
@@ -478,7 +482,14 @@ def code_version():
 
 def tensors_fingerprint(path):
     """A weights file's fingerprint: its tensors' names, shapes and bytes (not the file's
-    bytes, which hold the archive's layout)."""
+    bytes, which hold the archive's layout); read once per file version (every run's record
+    and check asks for the same start's files)."""
+    stat = os.stat(path)
+    return _tensors_fingerprint(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _tensors_fingerprint(path, mtime_ns, size):
     import hashlib
     import torch
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -566,11 +577,8 @@ def write_record(args, row, seed, start):
         identity["start"] = files["trained"]["start"]  # what it trained from, not what is here now
     record = dict(identity, record_version=RECORD_VERSION, row=row.name, seed=seed, **files)
     record = scrub_paths(record, os.path.abspath(args.out))
-    os.makedirs(args.records, exist_ok=True)
-    path = os.path.join(args.records, f"{name}.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    atomic_write_bytes(os.path.join(args.records, f"{name}.json"),
+                       json.dumps(record, indent=1, sort_keys=True).encode())
 
 
 def recorded(args, row, seed, start):
