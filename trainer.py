@@ -141,6 +141,16 @@ def fused_adam_supported(device):
     return True
 
 
+def to_channels_last(module):
+    """Channels-last memory for every 4-D parameter and buffer (2-D convolutions). Module.to
+    (memory_format=...) would try it on 5-D ones too (MISM's 3-D convolutions) and fail."""
+    for m in module.modules():
+        for t in list(m._parameters.values()) + list(m._buffers.values()):
+            if t is not None and t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return module
+
+
 class Trainer:
     def __init__(self, opt):
         self.opt = opt
@@ -170,7 +180,7 @@ class Trainer:
         networks_started = time.perf_counter()
         self.method = build_method(opt).to(self.device)
         if opt.channels_last:
-            self.method.to(memory_format=torch.channels_last)
+            to_channels_last(self.method)
         loaded = []
         if opt.load_weights_folder and not opt.resume:
             loaded = self.method.load_weights(os.path.expanduser(opt.load_weights_folder), opt.models_to_load)
@@ -252,7 +262,16 @@ class Trainer:
     def _set_determinism(self):
         if self.opt.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
+            # CUDA has no deterministic backward for grid_sample (every method's warping),
+            # reflection padding or bilinear upsampling: strict mode raises on the first step.
+            # There these run as they are (PyTorch warns once per operation); convolutions,
+            # cuBLAS and index/scatter operations still take their deterministic kernels.
+            on_cuda = self.device.type == "cuda"
+            torch.use_deterministic_algorithms(True, warn_only=on_cuda)
+            if on_cuda:
+                self._print("-> --deterministic on CUDA: deterministic kernels where PyTorch has them; the "
+                            "backward passes of grid_sample, reflection padding and bilinear upsampling "
+                            "have none there, so runs can still differ slightly (see the warnings)")
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
         elif self.device.type == "cuda":

@@ -496,3 +496,29 @@ def test_matching_ids_choose_mnet_source(tmp_path):
     saved = _opt("mism_student", "--teacher_weights_folder", str(tmp_path)).min_depth
     with pytest.raises(SystemExit, match=f"--min_depth {saved * 10}: the teacher .* --min_depth {saved}"):
         _opt("mism_student", "--teacher_weights_folder", str(tmp_path), "--min_depth", str(saved * 10))
+
+
+def test_channels_last_leaves_the_3d_convolutions_alone():
+    """--channels_last on MISM: Module.to(memory_format=channels_last) fails on MNet's 5-D
+    (Conv3d) weights; to_channels_last converts the 4-D ones only and the outputs stay the same."""
+    import copy
+
+    from trainer import to_channels_last
+    torch.manual_seed(0)
+    method = build_method(_opt("mism_teacher", "--snet", "resnet")).eval()
+    inputs = fake_batch(method.opt)
+    fast = to_channels_last(copy.deepcopy(method))
+    ranks = {}
+    for p in fast.parameters():
+        ranks[p.dim()] = ranks.get(p.dim(), 0) + 1
+        if p.dim() == 4:
+            assert p.is_contiguous(memory_format=torch.channels_last)
+        else:
+            assert p.is_contiguous()
+    assert ranks.get(4, 0) > 50 and ranks.get(5, 0) >= 2, ranks
+    with torch.no_grad():
+        a, b = method(inputs), fast(inputs)
+    keys = [k for k in a if isinstance(a[k], torch.Tensor) and k[0] in ("disp", "depth")]
+    assert keys
+    for k in keys:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)

@@ -362,3 +362,22 @@ def test_best_epoch_folder_is_linked_not_copied(static_world, tmp_path):
     assert sorted(d for d in os.listdir(models) if d.startswith("weights_")) == ["weights_1", "weights_best"]
     state = torch.load(best / "encoder.pth", weights_only=True)
     assert set(state) >= {"height", "width"}
+
+
+def test_deterministic_is_strict_on_the_cpu_and_warns_on_cuda(monkeypatch):
+    """--deterministic: strict on the CPU (a non-deterministic kernel raises); on CUDA, where
+    grid_sample's backward has no deterministic kernel (the first step raised on an H200),
+    deterministic kernels where they exist and a warning for the rest."""
+    from types import SimpleNamespace
+
+    calls, printed = [], []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, **kw: calls.append((mode, kw)))
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    for device in ("cpu", "cuda"):
+        fake = SimpleNamespace(opt=SimpleNamespace(deterministic=True), device=torch.device(device),
+                               _print=printed.append)
+        Trainer._set_determinism(fake)
+    assert calls == [(True, {"warn_only": False}), (True, {"warn_only": True})]
+    assert len(printed) == 1 and "grid_sample" in printed[0]
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
