@@ -169,8 +169,10 @@ def test_grid_wiring_matches_the_node_formula():
     disp_i = sigmoid(disp conv of x[i, 2]), computed node by node here."""
     torch.manual_seed(1)
     dec = GridDecoder(HRNET_CHANNELS, [0, 2]).eval()
-    for p in dec.parameters():  # larger weights so that every path matters
-        p.data.normal_(0, 0.2)
+    # larger weights so that every path matters, small enough that the sigmoid never saturates
+    # (logits' std about 1; at 0.2 they reach +-300 and the maps are 0 or 1, on some machines all 0)
+    for p in dec.parameters():
+        p.data.normal_(0, 0.08)
     feats = [torch.randn(1, c, 64 // s, 96 // s) for c, s in zip(HRNET_CHANNELS, STRIDES)]
     memo = {}
 
@@ -188,7 +190,7 @@ def test_grid_wiring_matches_the_node_formula():
         for s in (0, 2):
             expected = torch.sigmoid(dec.block("dispconv", s)(node(s, 2)))
             assert torch.allclose(out[("disp", s)], expected, atol=1e-6)
-            assert out[("disp", s)].std() > 1e-3  # not a constant map
+            assert out[("disp", s)].std() > 0.02  # not a constant map (measured 0.099 and 0.163)
     # Up blocks map level i+1 to i: bilinear x2, PReLU, conv g[i+1] -> g[i]
     up = dec.block("upconv", 2, 0)
     assert isinstance(up[0], nn.Upsample) and up[0].mode == "bilinear" and not up[0].align_corners

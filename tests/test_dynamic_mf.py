@@ -161,8 +161,10 @@ def test_trains_and_evaluates_overall_and_on_moving_objects(dmf_run, world, tmp_
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-2000:]
     again = json.loads(out2.read_text())["results"]
-    assert [(r.get("output"), r.get("region"), r["abs_rel"]) for r in again] == \
-        [(r.get("output"), r.get("region"), r["abs_rel"]) for r in records]
+    # the same numbers up to the kernels' rounding (on a GPU two processes may pick different
+    # convolution algorithms: 2.0876684940 vs 2.0876684962 measured on an H200)
+    assert [(r.get("output"), r.get("region")) for r in again] == [(r.get("output"), r.get("region")) for r in records]
+    assert [r["abs_rel"] for r in again] == pytest.approx([r["abs_rel"] for r in records], rel=1e-6)
 
 
 def method_width_over_height(folder):
