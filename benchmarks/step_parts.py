@@ -8,6 +8,9 @@
   target's statistics kept for the step);
 - Adam: one update of ResNet-18 depth + pose networks' parameters (the per-parameter loop
   against one fused kernel);
+- colour jitter: the fast path's jitter of one batch's 12 colour images (3 frames x 4 scales),
+  torchvision's adjust_* per item and image (reading each item's draw from the device)
+  against datasets.augment.jitter_batch (rows grouped by operation, equal shapes in one batch);
 
 Each figure is the median of --repeats runs after 3 warm-up runs.
 """
@@ -93,12 +96,46 @@ def adam_rows(device, repeats):
     return [(f"Adam update, {count:.0f} M parameters (loop -> fused)", *out)]
 
 
+def per_item_jitter(batch, params, keys):
+    """The jitter as it was: one item and image at a time, each item's draw read from the device."""
+    from datasets.augment import apply_color_jitter, augmented_key, ColorJitter
+    on = params[:, 0] > 0.5
+    for key in keys:
+        x = batch[key]
+        batch[augmented_key(key)] = torch.stack([
+            apply_color_jitter(x[i], ColorJitter.unpack(params[i, 1:].tolist())) if on[i] else x[i]
+            for i in range(x.shape[0])])
+
+
+def jitter_rows(device, repeats):
+    import numpy as np
+
+    from datasets.augment import ColorJitter
+    aug, rows = ColorJitter(), []
+    for b, h, w in SIZES:
+        rng = np.random.default_rng(0)
+        params = torch.stack([aug.pack(aug.sample(rng)) for _ in range(b)]).to(device)
+        batch = {("color", f, s): torch.rand(b, 3, h // 2 ** s, w // 2 ** s).to(device)
+                 for f in (0, -1, 1) for s in range(4)}
+        keys = list(batch)
+
+        def run(fn):
+            fn(batch, params, keys)
+            if device == "cuda":
+                torch.cuda.synchronize()
+        before = median_ms(lambda: run(per_item_jitter), repeats)
+        after = median_ms(lambda: run(aug.apply_batch), repeats)
+        rows.append((f"colour jitter, 12 images, b{b} {w}x{h}", before, after))
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    rows = ssim_rows(args.device, args.repeats) + adam_rows(args.device, args.repeats)
+    rows = ssim_rows(args.device, args.repeats) + adam_rows(args.device, args.repeats) + \
+        jitter_rows(args.device, args.repeats)
     print(f"\n| part ({args.device}, {torch.get_num_threads()} threads) | before (ms) | now (ms) | speed-up |")
     print("|---|---|---|---|")
     for name, before, after in rows:
