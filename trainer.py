@@ -143,7 +143,7 @@ def fused_adam_supported(device):
 
 def to_channels_last(module):
     """Channels-last memory for every 4-D parameter and buffer (2-D convolutions). Module.to
-    (memory_format=...) would try it on 5-D ones too (MISM's 3-D convolutions) and fail."""
+    (memory_format=...) would try it on 5-D ones too (3-D convolutions of a cost volume) and fail."""
     for m in module.modules():
         for t in list(m._parameters.values()) + list(m._buffers.values()):
             if t is not None and t.dim() == 4:

@@ -15,6 +15,7 @@ import resource
 import sys
 import tempfile
 import time
+from queue import Empty
 
 import torch
 
@@ -108,7 +109,14 @@ def run_in_child(*args):
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(queue, *args))
     proc.start()
-    result = queue.get()
+    while True:  # a child that died (an exception, the out-of-memory killer) never answers
+        try:
+            result = queue.get(timeout=1)
+            break
+        except Empty:
+            if not proc.is_alive():
+                raise SystemExit(f"train_throughput: the run with {' '.join(args[-2])} stopped with exit "
+                                 f"code {proc.exitcode} (its traceback is above)")
     proc.join()
     return result
 
@@ -140,8 +148,10 @@ def main():
         if args.configs and not any(c in name for c in args.configs):
             continue
         for method, path in [(m, p) for m in args.methods for p in args.paths]:
-            flags = extra + ["--method"] + method.split() + {"default": [], "device_decode": ["--fast_loader", "--decode_on_device"]}.get(
-                path, ["--fast_loader", "--cache_dir", cache])
+            # the ceiling reuses one batch: it needs no cache
+            path_flags = {"default": [], "device_decode": ["--fast_loader", "--decode_on_device"],
+                          "ceiling": ["--fast_loader"]}.get(path, ["--fast_loader", "--cache_dir", cache])
+            flags = extra + ["--method"] + method.split() + path_flags
             if "--cache_dir" in flags:  # fill the cache first: the table reports the steady state
                 fill_cache(data_path, h, w, flags)
             # a fresh process per row: peak RSS (ru_maxrss) is per process, never reset
