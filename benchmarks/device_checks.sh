@@ -7,10 +7,11 @@
 #     bash benchmarks/device_checks.sh OUT_DIR [SECTION ...]     # on a CUDA machine
 #     DEVICE=cpu QUICK=1 bash benchmarks/device_checks.sh OUT_DIR SECTION ...   # tiny, on a CPU
 #
-# Sections (default: all, about 20 minutes on an H200 with 16 cores, more than one device
-# call allows; two calls that fit 10 minutes each):
-#     machine world profile throughput throughput_bf16 evaluation suite
-#     world methods training_checks inference compiled
+# Sections (default: all, longer than one 10-minute device call; each section's time limit
+# is an upper bound). In order of need, three calls:
+#     machine profile throughput suite
+#     throughput_bf16 training_checks evaluation
+#     methods inference compiled
 # `world` (2 drives x 60 frames, written in about 40 s) is added where a later section needs
 # it. Each section runs under its own time limit (one that fails or runs out of time is
 # reported and the next one runs); everything goes to OUT_DIR/checks.log. The evaluation's
