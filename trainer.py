@@ -262,16 +262,17 @@ class Trainer:
     def _set_determinism(self):
         if self.opt.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            # CUDA has no deterministic backward for grid_sample (every method's warping),
-            # reflection padding or bilinear upsampling: strict mode raises on the first step.
-            # There these run as they are (PyTorch warns once per operation); convolutions,
-            # cuBLAS and index/scatter operations still take their deterministic kernels.
+            # CUDA has no deterministic backward for some operations the methods use, such as
+            # grid_sample (every method's warping), reflection padding and bilinear upsampling:
+            # strict mode raises on the first step. There these run as they are (PyTorch warns
+            # once per operation); convolutions, cuBLAS and index/scatter operations still take
+            # their deterministic kernels.
             on_cuda = self.device.type == "cuda"
             torch.use_deterministic_algorithms(True, warn_only=on_cuda)
             if on_cuda:
-                self._print("-> --deterministic on CUDA: deterministic kernels where PyTorch has them; the "
-                            "backward passes of grid_sample, reflection padding and bilinear upsampling "
-                            "have none there, so runs can still differ slightly (see the warnings)")
+                self._print("-> --deterministic on CUDA: deterministic kernels where PyTorch has them; some "
+                            "backward passes (such as grid_sample's, reflection padding's and bilinear "
+                            "upsampling's) have none there, so runs can still differ slightly (see the warnings)")
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
         elif self.device.type == "cuda":
@@ -444,8 +445,8 @@ class Trainer:
             self.skipped_items += int(inputs.pop("skipped_items").sum())
         out = {}
         for k, v in inputs.items():
-            if isinstance(v, list):  # JPEG bytes: decoded on the device by the dataset
-                out[k] = v
+            if isinstance(v, list) or (isinstance(k, tuple) and k[0] == "aug"):
+                out[k] = v  # JPEG bytes, augmentation draws: the dataset's finish_batch takes them from here
                 continue
             v = v.to(self.device, non_blocking=True)
             if self.opt.channels_last and v.dim() == 4:

@@ -32,6 +32,7 @@ JITTER = dict(brightness=(0.8, 1.2), contrast=(0.8, 1.2), saturation=(0.8, 1.2),
 class ItemAugmentation:
     name = None
     stage = "geometric"
+    host_params = False  # fast path: apply_batch gets its B x n params on the training device
     num_params = 0  # numbers packed per item for the fast path (after the on/off flag)
 
     def __init__(self, probability=0.5):
@@ -127,6 +128,7 @@ class ColorJitter(ItemAugmentation):
     name = "jitter"
     stage = "photometric"
     num_params = 8  # b, c, s, h, order x 4
+    host_params = True  # which rows take which operation is decided on the host: no reading back
 
     def sample(self, rng):
         order, b, c, s, h = sample_color_jitter(rng)
@@ -142,7 +144,7 @@ class ColorJitter(ItemAugmentation):
         return {k: apply_color_jitter(im, jitter) for k, im in images.items()}, targets
 
     def apply_batch(self, batch, params, image_keys):
-        params = params.detach().to("cpu", torch.float64)  # one copy per batch, then no host-device waits
+        params = params.detach().to("cpu", torch.float64)  # (finish_batch passes them on the host)
         on = params[:, 0] > 0.5
         if not on.any():
             return
@@ -164,9 +166,10 @@ def _grey(x):
 
 
 def _blend(x, y, ratio):
-    """ratio * x + (1 - ratio) * y in [0, 1]; ratio float64 B (host): both weights rounded once."""
+    """ratio * x + (1 - ratio) * y in [0, 1], ratio B on x's device (1 - ratio is exact for the
+    jitter's factors in [0.8, 1.2])."""
     r = ratio.view(-1, 1, 1, 1)
-    return (r.float().to(x.device) * x + (1 - r).float().to(x.device) * y).clamp(0, 1)
+    return (r * x + (1 - r) * y).clamp(0, 1)
 
 
 def _shift_hue(x, shift):
@@ -178,12 +181,11 @@ def _shift_hue(x, shift):
     chroma = v - low
     safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
     hue6 = torch.where(v == r, (g - b) / safe, torch.where(v == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
-    hue = torch.remainder(torch.where(chroma > 0, hue6, torch.zeros_like(hue6)) / 6
-                          + shift.float().to(x.device).view(-1, 1, 1), 1.0)
+    hue = torch.remainder(torch.where(chroma > 0, hue6, torch.zeros_like(hue6)) / 6 + shift.view(-1, 1, 1), 1.0)
     sat = chroma / torch.where(v > 0, v, torch.ones_like(v))
     # back to RGB: channel n in (5, 3, 1) for (R, G, B) is v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6 hue) mod 6
-    k = torch.remainder(torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1) + 6 * hue.unsqueeze(1), 6)
-    return v.unsqueeze(1) - (v * sat).unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+    k = torch.stack([torch.remainder(n + 6 * hue, 6) for n in (5.0, 3.0, 1.0)], 1)
+    return (v.unsqueeze(1) - (v * sat).unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)).clamp(0, 1)
 
 
 JITTER_OPS = (  # in ColorJitter's parameter order: brightness, contrast, saturation, hue
@@ -198,19 +200,20 @@ def jitter_batch(x, on, order, factors):
     """apply_color_jitter on every row of x (B x 3 x H x W, on any device) at once, with the
     rows' own draws: on (B bools), order (B x 4 operation indices), factors (B x 4: brightness,
     contrast, saturation, hue), all on the host. Rows that share the operation at a position
-    go through it together: at most 16 batched operations, no per-row loop and no wait for
-    the device."""
+    go through it together: at most 16 batched operations and no per-row loop; the factors
+    and row indices go to the device without waiting for it, nothing comes back."""
     out = x
+    on_device = factors.to(x.device, x.dtype, non_blocking=True)
     for position in range(4):
         for op in range(4):
             rows = torch.nonzero(on & (order[:, position] == op)).flatten()
             if len(rows) == 0:
                 continue
             if len(rows) == len(x):
-                out = JITTER_OPS[op](out, factors[:, op])
+                out = JITTER_OPS[op](out, on_device[:, op])
                 continue
             index = rows.to(x.device, non_blocking=True)
-            out = out.index_copy(0, index, JITTER_OPS[op](out.index_select(0, index), factors[rows, op]))
+            out = out.index_copy(0, index, JITTER_OPS[op](out.index_select(0, index), on_device[index, op]))
     return out
 
 

@@ -362,7 +362,10 @@ class MonoDataset(data.Dataset):
         augmentations, build the pyramid, apply the photometric ones."""
         if self.input_path == "encoded":
             batch = decode_batch(batch, (self.height, self.width), device)
-        params = {aug.name: batch.pop(("aug", aug.name)) for aug in self.augmentations}
+        params = {}  # the draws come from the host (Trainer._to_device leaves them there)
+        for aug in self.augmentations:
+            p = batch.pop(("aug", aug.name))
+            params[aug.name] = p if aug.host_params else p.to(device, non_blocking=True)
         images = {}
         for f in self.frame_ids:
             images[("color", f, 0)] = batch.pop(("color_u8", f)).float() / 255

@@ -151,3 +151,23 @@ def test_batched_colour_jitter_equals_torchvision_per_item():
         torch.testing.assert_close(batch[augmented_key(key)], expected, rtol=0, atol=1e-5)
     assert torch.equal(batch[augmented_key(("color", 0, 0))][3], x[3])
     assert (batch[augmented_key(("color", 0, 0))] - x).abs().mean() > 0.01  # it did jitter
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host-device waits exist on CUDA only")
+def test_batched_colour_jitter_never_waits_for_the_gpu():
+    """On CUDA, with the draws on the host (as finish_batch passes them), the jitter queues its
+    work without one synchronisation (PyTorch raises on any under sync debug mode "error")."""
+    from datasets.augment import ColorJitter
+
+    rng = np.random.default_rng(1)
+    aug = ColorJitter()
+    params = torch.stack([aug.pack(aug.sample(rng)) for _ in range(8)])
+    batch = {("color", f, s): torch.rand(8, 3, 64 // 2 ** s, 192 // 2 ** s, device="cuda")
+             for f in (0, -1, 1) for s in range(2)}
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        aug.apply_batch(batch, params, list(batch))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(batch[("color_aug", 0, 0)]).all()
