@@ -157,8 +157,8 @@ def add_shared_options(p):
                    help="with --fast_loader and .jpg images: workers read the files' bytes only; "
                         "decoding (nvJPEG on CUDA) and resizing run on the training device")
     g.add_argument("--deterministic", action="store_true",
-                   help="deterministic algorithms (slower on GPUs; on CUDA the backward passes of grid_sample, "
-                        "reflection padding and bilinear upsampling have none and stay as they are, with a warning)")
+                   help="deterministic algorithms (slower on GPUs; on CUDA some backward passes, such as grid_sample's, "
+                        "reflection padding's and bilinear upsampling's, have none and stay as they are, with a warning)")
     g.add_argument("--max_nonfinite", type=int, default=10,
                    help="stop after this many non-finite losses in a row (each is skipped)")
     g.add_argument("--sync_bn", nargs="?", const="on", default="off", choices=SYNC_BN_MODES,

@@ -371,6 +371,7 @@ def test_deterministic_is_strict_on_the_cpu_and_warns_on_cuda(monkeypatch):
     from types import SimpleNamespace
 
     calls, printed = [], []
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what it sets, undone after the test
     monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, **kw: calls.append((mode, kw)))
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
