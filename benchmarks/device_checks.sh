@@ -9,29 +9,28 @@
 #
 # Sections (default: all, longer than one 10-minute device call; each section's time limit
 # is an upper bound). In order of need, three calls:
-#     machine profile throughput suite
-#     throughput_bf16 training_checks evaluation
+#     machine profile throughput throughput_bf16
+#     suite evaluation training_checks
 #     methods inference compiled
 # `world` (2 drives x 60 frames, written in about 40 s) is added where a later section needs
 # it. Each section runs under its own time limit (one that fails or runs out of time is
 # reported and the next one runs); everything goes to OUT_DIR/checks.log. The evaluation's
 # 697-image split lists the world's 29 test frames over and over (every image is read and
-# decoded each time). `suite` runs the tests beside the other sections, from the start, on
-# the last SUITE_CORES cores (default 6).
+# decoded each time). `suite` runs the tests last, on all cores but two.
 set -u
-SECTION=""
-if [ "${1:-}" = --section ]; then SECTION=$2; WORK=$3; shift 3; fi
+SECTION=""; W=""
+if [ "${1:-}" = --section ]; then SECTION=$2; W=$3; shift 3; fi
 OUT=${1:?usage: device_checks.sh OUT_DIR [SECTION ...]}
 shift
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 SCRIPT=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$0")/.."
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-W=${WORK:-$(mktemp -d)}
+[ -n "$W" ] || W=$(mktemp -d)
 
 if [ -n "$QUICK" ]; then
     CFG=320x96; H=96; WD=320; B=4; STEPS=3; WARM=1; LONG=6; SHORT=4; NIMG=20; NEVAL=40; DRIVES=2; FRAMES=12; T=4
@@ -60,9 +59,10 @@ if dev == "cuda":
     n = 8192
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32 (TF32 off)")):
+    for dtype, name, tf32 in ((torch.bfloat16, "bf16", False), (torch.float32, "fp32 with TF32", True),
+                              (torch.float32, "fp32 (TF32 off)", False)):
         x, y = a.to(dtype), b.to(dtype)
-        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = tf32
         for _ in range(3):
             x @ y
         torch.cuda.synchronize()
@@ -179,23 +179,21 @@ training_checks() {  # fp32 vs bf16 (LONG steps) and determinism (SHORT steps): 
     steps_report
 }
 
-suite() {  # on the last SUITE_CORES cores, beside the benchmarks
-    local n=${SUITE_CORES:-6} cores
-    [ "$CORES" -gt "$n" ] || n=1
-    cores="$(( CORES - n ))-$(( CORES - 1 ))"
-    local args=(-q -x -p no:cacheprovider)
+suite() {  # after the timed sections (it shares the GPU and the cores): all but 2 cores
+    local n=$(( CORES > 3 ? CORES - 2 : 1 ))
+    local args=(-q -p no:cacheprovider)
     if [ -n "$QUICK" ]; then args+=(tests/test_inference_speed.py)
     elif [ "$n" -gt 1 ] && $PY -c "import xdist" 2>/dev/null; then args+=(-n "$n"); fi
     local t0=$SECONDS
-    local pin=(taskset -c "$cores"); command -v taskset >/dev/null || pin=()
-    "${pin[@]}" $PY -m pytest "${args[@]}" > "$OUT/suite.log" 2>&1
-    echo "training suite on cores $cores: exit $? after $(( SECONDS - t0 )) s: $(tail -1 "$OUT/suite.log")"
+    $PY -m pytest "${args[@]}" > "$OUT/suite.log" 2>&1
+    echo "test suite, $n processes: exit $? after $(( SECONDS - t0 )) s: $(tail -1 "$OUT/suite.log")"
+    grep "^FAILED\|^ERROR" "$OUT/suite.log" | head -20
 }
 
 evaluation() {
     local weights
     weights=$(ls -d "$W"/runs/amp_fp32/models/weights_* 2>/dev/null | tail -1)
-    [ -n "$weights" ] || weights=$(ls -d "$W"/runs/amp_fp32/models/* | head -1)
+    [ -n "$weights" ] || { echo "no weights in $W/runs/amp_fp32/models"; return 1; }
     echo "weights: ${weights#$W/}"
     local t1=$SECONDS
     $PY evaluate_depth.py --load_weights_folder "$weights" --eval_mono --eval_split eval_many --data_path "$W/world" \
@@ -226,9 +224,7 @@ for name in "${WANT[@]}"; do
     [[ " ${ALL[*]} " == *" $name "* ]] || { echo "unknown section $name (sections: ${ALL[*]})"; exit 2; }
 done
 want() { [[ " ${WANT[*]} " == *" $1 "* ]]; }
-needs_world=; for name in "${WANT[@]}"; do [[ " machine suite world " == *" $name "* ]] || needs_world=1; done
-SUITE=
-if want suite; then ( timeout -k 10 $(( 520 * T )) bash "$SCRIPT" --section suite "$W" "$OUT" ) & SUITE=$!; fi
+needs_world=; for name in "${WANT[@]}"; do [[ " machine suite world inference " == *" $name "* ]] || needs_world=1; done
 want machine && section machine 30 machine
 { want world || [ -n "$needs_world" ]; } && section world 90 world
 want profile && section "where a step's time goes" 150 profile
@@ -237,11 +233,12 @@ want throughput_bf16 && section "throughput, bf16 + channels-last" 200 throughpu
 want training_checks && section "fp32 vs bf16, determinism" 180 training_checks
 if want evaluation; then
     # the weights of the 300-step fp32 run (trained here when training_checks did not run)
-    [ -d "$W/runs/amp_fp32" ] || section "weights to evaluate" 120 train_run amp_fp32 $LONG
+    ls -d "$W"/runs/amp_fp32/models/weights_* >/dev/null 2>&1 || \
+        section "weights to evaluate" 120 train_run amp_fp32 $LONG
     section evaluation 60 evaluation
 fi
 want methods && section "every method's step" 400 methods
 want inference && section inference 120 inference --methods monodepth2 manydepth --backends eager torchscript compile onnxruntime
 want compiled && section "throughput, bf16 + channels-last + torch.compile" 200 compiled
-if [ -n "$SUITE" ]; then echo "=== $(date -u +%T) waiting for the training suite"; wait $SUITE; fi
+want suite && section "test suite" 420 suite
 echo "=== $(date -u +%T) done"

@@ -5,7 +5,8 @@
 
 The step is train_throughput.py's ceiling row (one batch reused: no input cost): method ->
 losses -> backward -> optimiser, after `--warmup` untimed steps. Prints the wall time per
-step, the time the GPU spent in kernels per step (its busy share: low means the step waits
+step (--steps steps without the profiler, then the same number under it for the tables),
+the time the GPU spent in kernels per step (its busy share: low means the step waits
 on the host), the host-device synchronisations per step (each one stalls the host until the
 GPU catches up), and the operations with the most self time on the host and on the device.
 The floating-point operations of one training example (forward and backward, counted by
@@ -18,6 +19,7 @@ import tempfile
 import time
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -26,8 +28,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from options import MonodepthOptions  # noqa: E402
 from trainer import Trainer, never  # noqa: E402
 
-SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy ",
-               "cudaMemcpyAsync")  # cudaMemcpyAsync to pageable host memory also waits
+SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+
+
+def _device_us(event):
+    return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
 
 
 def step(trainer, inputs):
@@ -76,20 +81,25 @@ def main(argv=None):
         step(trainer, inputs)
     flops = counter.get_total_flops() / args.batch_size
     sync()
+    started = time.perf_counter()  # the wall time without the profiler's own cost per operation
+    for _ in range(args.steps):
+        step(trainer, inputs)
+    sync()
+    wall_ms = (time.perf_counter() - started) * 1000 / args.steps
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
-        started = time.perf_counter()
         for _ in range(args.steps):
             step(trainer, inputs)
         sync()
-        wall_ms = (time.perf_counter() - started) * 1000 / args.steps
     events = prof.key_averages()
     n = args.steps
-    # the device's kernel time: self device time of every operation (kernels are counted once)
-    device_ms = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) for e in events) / 1000 / n
-    host_rows = sorted(((e.key, e.count / n, e.self_cpu_time_total / 1000 / n) for e in events),
-                       key=lambda r: -r[2])
-    syncs = {e.key: e.count / n for e in events if any(e.key.startswith(s.strip()) for s in SYNC_EVENTS)}
+    # the device's time: its own events (kernels, copies) only; an operation's row also carries
+    # the time of the kernels it launched, which would count them twice
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    device_ms = sum(_device_us(e) for e in kernels) / 1000 / n
+    host_rows = sorted(((e.key, e.count / n, e.self_cpu_time_total / 1000 / n) for e in events
+                        if e.device_type == DeviceType.CPU), key=lambda r: -r[2])
+    syncs = {e.key: e.count / n for e in events if e.key in SYNC_EVENTS}
     method = trainer.opt.method
     print(f"\n{method}, {args.width}x{args.height}, batch {args.batch_size}, {trainer.device.type}, "
           f"amp {trainer.opt.amp}: {wall_ms:.1f} ms per step ({args.batch_size * 1000 / wall_ms:.1f} examples/s)")
@@ -104,10 +114,8 @@ def main(argv=None):
     print(f"host: {aten:.0f} aten operations per step (nested ones included), {host_ms:.1f} ms self time")
     table(host_rows, "host (CPU) self time, most first", host_ms, args.top)
     if cuda:
-        dev_rows = sorted(((e.key, e.count / n,
-                            getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) / 1000 / n)
-                           for e in events), key=lambda r: -r[2])
-        table(dev_rows, "device (GPU) self time, most first", device_ms, args.top)
+        dev_rows = sorted(((e.key, e.count / n, _device_us(e) / 1000 / n) for e in kernels), key=lambda r: -r[2])
+        table(dev_rows, "device (GPU) kernels and copies, most time first", device_ms, args.top)
 
 
 if __name__ == "__main__":

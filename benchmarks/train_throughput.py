@@ -115,8 +115,14 @@ def run_in_child(*args):
             break
         except Empty:
             if not proc.is_alive():
-                raise SystemExit(f"train_throughput: the run with {' '.join(args[-2])} stopped with exit "
-                                 f"code {proc.exitcode} (its traceback is above)")
+                try:  # it may have answered just before it ended
+                    result = queue.get(timeout=1)
+                    break
+                except Empty:
+                    pass
+                why = (f"was killed by signal {-proc.exitcode} (the out-of-memory killer sends 9)"
+                       if proc.exitcode < 0 else f"stopped with exit code {proc.exitcode} (its traceback is above)")
+                raise SystemExit(f"train_throughput: the run with {' '.join(args[-2])} {why}")
     proc.join()
     return result
 
