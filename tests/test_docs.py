@@ -38,7 +38,8 @@ ROOT_SCRIPTS = ("train.py", "evaluate_depth.py", "test_simple.py", "test_video.p
                 "import_reference_weights.py", "prepare_cityscapes.py", "prepare_kitti_odom_depth.py")
 PROJECT_MODULES = ("synthetic_world", "datasets.synthetic_world")
 # programs whose lines are not commands of the project: skipped, by name
-OTHER_PROGRAMS = ("pip", "pip3", "wget", "cd", "unzip", "find", "parallel", "convert", "rm", "tensorboard")
+OTHER_PROGRAMS = ("pip", "pip3", "wget", "cd", "unzip", "find", "parallel", "convert", "rm", "tensorboard",
+                  "bash")  # bash: the project's shell scripts (they must exist), not parsed further
 OTHER_PYTHON_MODULES = ("venv", "pip", "pytest")
 SHELL_OPERATORS = ("&&", "||", ";", "|")
 WEIGHT_FOLDER_OPTIONS = ("--load_weights_folder", "--teacher_weights_folder", "--mono_weights_folder",
@@ -122,6 +123,8 @@ def classify(tokens):
             if token.endswith(".py"):
                 return ("project", token, args[i + 1:]) if token in ROOT_SCRIPTS else ("unknown", token, None)
         return "unknown", "torchrun without a script", None
+    if program == "bash" and not (args and os.path.isfile(os.path.join(ROOT, args[0]))):
+        return "unknown", f"bash {args[0] if args else ''}", None
     if program in OTHER_PROGRAMS:
         return "other", program, None
     return "unknown", program, None
