@@ -32,6 +32,7 @@ The result is cached: a family whose file exists with the same recipe in info.js
 trained again (--overwrite retrains); a killed pretraining continues (--resume).
 """
 import argparse
+import importlib.metadata
 import json
 import os
 import shutil
@@ -51,6 +52,12 @@ WORLD_SEED = 1000  # the comparison's worlds use seeds below 100
 # the pose pretext: mono+stereo (stereo fixes the unit) with monodepth2's ResNet-18 networks
 POSE_PRETEXT = ["--frame_ids", "0", "-1", "1", "--use_stereo"] + PRETEXT["resnet18"]
 POSE_START_DEPTH = {"min_depth": 0.1, "disp_bias_init": -3.0}  # a depth at the pose start's unit
+
+
+def torch_version():
+    """Recorded beside what it built: two builds with different PyTorch releases need not
+    give the same tensors."""
+    return importlib.metadata.version("torch")
 
 
 def parse_args(argv=None):
@@ -199,7 +206,7 @@ def main(argv=None):
             state = encoder_state(folder, family)
             best = os.path.join(os.path.dirname(folder), "best.json")
             entry = {"recipe": entry, "weights_folder": folder, "seconds": round(seconds),
-                     "validation": read_json(best) if os.path.isfile(best) else None}
+                     "validation": read_json(best) if os.path.isfile(best) else None, "torch": torch_version()}
         from utils import atomic_torch_save
         atomic_torch_save(state, path)
         info[family] = entry
@@ -230,7 +237,7 @@ def write_pose_start(args, info):
         shutil.copyfile(os.path.join(weights, name), os.path.join(tmp, name))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-    info["pose"] = {"recipe": entry, "weights_folder": weights, "seconds": round(seconds)}
+    info["pose"] = {"recipe": entry, "weights_folder": weights, "seconds": round(seconds), "torch": torch_version()}
     write_info(args.out, info)
     print(f"-> {folder}: the pose start (--load_weights_folder {folder} --models_to_load pose_encoder pose)")
 
