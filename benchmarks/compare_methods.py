@@ -33,7 +33,6 @@ be continued elsewhere and its published table rebuilt (--summary_only) without 
 import argparse
 import csv
 import functools
-import importlib.metadata
 import json
 import math
 import os
@@ -338,10 +337,11 @@ def train(args, preset_path, run_dir, name, log, threads):
         if os.path.isdir(run_dir):
             shutil.rmtree(run_dir)  # stopped before its first state: nothing to keep
         command += ["--config", preset_path]
+    from benchmarks.pretrain_encoder import torch_version
     started, code = time.time(), code_version()
     run(command, log, threads)
     trained = {"seconds": time.time() - started, "code": code, "threads": threads, "device": args.device,
-               "torch": importlib.metadata.version("torch"),  # a start or run rebuilt elsewhere may differ
+               "torch": torch_version(),  # a start or run rebuilt elsewhere may differ
                "start": start_fingerprint(start_of(args), read_preset_file(preset_path))}
     atomic_write_bytes(os.path.join(run_dir, "trained.json"), json.dumps(trained).encode())
 

@@ -15,7 +15,6 @@ torch.utils.flop_counter: convolutions and matrix products) and the rate they we
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 import torch
@@ -24,22 +23,15 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from options import MonodepthOptions  # noqa: E402
-from trainer import Trainer, never  # noqa: E402
+from train_throughput import steady_trainer, train_step as step  # noqa: E402
 
 SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 
 
 def _device_us(event):
     return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
-
-
-def step(trainer, inputs):
-    _, _, loss, _, _ = trainer.process_batch(inputs)
-    trainer.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    trainer.optimizer.step()
 
 
 def table(rows, title, unit_total, top):
@@ -59,18 +51,11 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--batch_size", type=int, default=12)
     args, extra = p.parse_known_args(argv)
-    split = os.path.join(args.data_path, "splits", "synthetic")
-    if not os.path.isfile(os.path.join(split, "train_files.txt")):
+    if not os.path.isfile(os.path.join(args.data_path, "splits", "synthetic", "train_files.txt")):
         raise SystemExit(f"--data_path {args.data_path}: no splits/synthetic/train_files.txt there "
                          "(write a world with: python -m synthetic_world --out DIR)")
-    opts = ["--data_path", args.data_path, "--split", split, "--png", "--height", str(args.height),
-            "--width", str(args.width), "--batch_size", str(args.batch_size), "--weights_init", "scratch",
-            "--num_workers", "0", "--log_dir", tempfile.mkdtemp(), "--no_progress", "--fast_loader"] + extra
-    if args.device == "cpu":
-        opts.append("--no_cuda")
-    trainer = Trainer(MonodepthOptions().parse(opts))
-    trainer.method.on_epoch_end(0)  # the steady state (SRD's teacher exists from epoch 1)
-    trainer.train_sampler.depth_gt_batches = never
+    trainer = steady_trainer(args.data_path, args.height, args.width, args.batch_size, args.device, 0,
+                             ["--fast_loader"] + extra)
     inputs = next(iter(trainer.train_loader))
     cuda = trainer.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)

@@ -61,7 +61,8 @@ def _batches(trainer, reuse):
         yield from trainer.train_loader
 
 
-def run(data_path, height, width, batch, steps, warmup, device, workers, extra, reuse=False):
+def steady_trainer(data_path, height, width, batch, device, workers, extra):
+    """A Trainer on the synthetic world's split, in its steady state."""
     split = os.path.join(data_path, "splits", "synthetic")
     argv = ["--data_path", data_path, "--split", split, *_ext(extra), "--height", str(height), "--width", str(width),
             "--batch_size", str(batch), "--weights_init", "scratch", "--num_workers", str(workers),
@@ -70,9 +71,22 @@ def run(data_path, height, width, batch, steps, warmup, device, workers, extra, 
         argv.append("--no_cuda")
     trainer = Trainer(MonodepthOptions().parse(argv))
     trainer.method.on_epoch_end(0)  # the state of epochs >= 1 (SRD's teacher exists from then on)
-    # the steady state: no batch carries the ground truth that training reads for log steps only
-    # (batch 0 would, and the ceiling reuses it)
+    # no batch carries the ground truth that training reads for log steps only (batch 0 would,
+    # and the ceiling reuses it)
     trainer.train_sampler.depth_gt_batches = never
+    return trainer
+
+
+def train_step(trainer, inputs):
+    """One training step as the Trainer takes it: method, losses, backward, optimiser."""
+    _, _, loss, _, _ = trainer.process_batch(inputs)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    trainer.optimizer.step()
+
+
+def run(data_path, height, width, batch, steps, warmup, device, workers, extra, reuse=False):
+    trainer = steady_trainer(data_path, height, width, batch, device, workers, extra)
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     wait = compute = 0.0
@@ -80,10 +94,7 @@ def run(data_path, height, width, batch, steps, warmup, device, workers, extra, 
     t_data = time.perf_counter()
     for inputs in _batches(trainer, reuse):
         t0 = time.perf_counter()
-        _, _, loss, _, _ = trainer.process_batch(inputs)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
+        train_step(trainer, inputs)
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
